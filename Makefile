@@ -1,0 +1,63 @@
+# gptbook: the two set-up commands of README.md are `make book` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: book test export check-export execute stamp data browser clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+# torch 2.13.0 first: pip takes the CPU build from this machine's disk; a bare range would pull CUDA.
+$(VENV)/.torch: | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "torch==2.13.0"
+	touch $@
+
+$(VENV)/.book: pyproject.toml $(VENV)/.torch
+	$(PIP) install -q -e ".[book]"
+	touch $@
+
+$(VENV)/.test: pyproject.toml $(VENV)/.torch
+	$(PIP) install -q -e ".[book,test]"
+	touch $@
+
+## The web book: _build/html/index.html, warnings are errors.
+book: $(VENV)/.book
+	$(PY) tools/fetch_mathjax.py
+	$(VENV)/bin/jupyter-book build -W -n --keep-going .
+
+## Every test: the exported package is in sync, unit tests, every notebook under nbval, the built
+## book in a real headless browser.
+test: $(VENV)/.test browser
+	$(PY) tools/export.py --check
+	$(MAKE) book
+	TQDM_DISABLE=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 PYTHONHASHSEED=0 \
+	  $(PY) -m pytest -n 2 --dist loadscope --nbval-lax --nbval-current-env -p no:randomly \
+	  tests chapters
+
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+export: $(VENV)/.test
+	$(PY) tools/export.py
+
+check-export: $(VENV)/.test
+	$(PY) tools/export.py --check
+
+## Re-run notebooks and keep their outputs: make execute NB="chapters/01_tokenization.ipynb"
+NB ?= $(sort $(wildcard chapters/*.ipynb))
+execute: $(VENV)/.test
+	$(PY) tools/export.py
+	$(PY) tools/nbtool.py run $(NB)
+
+stamp:
+	python3 tools/nbtool.py stamp
+
+data:
+	$(PY) tools/prepare_data.py
+
+clean:
+	rm -rf _build
