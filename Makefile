@@ -15,12 +15,16 @@ $(VENV)/.torch: | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "torch==2.13.0"
 	touch $@
 
+# The rest with uv (from PyPI) when it installs: it resolves and downloads in parallel, minutes
+# faster than pip; torch is already there, so nothing pulls a CUDA build. pip is the fallback.
+INSTALL = { $(PIP) install -q uv && $(VENV)/bin/uv pip install -q --python $(PY) -e "$(1)"; } || $(PIP) install -q -e "$(1)"
+
 $(VENV)/.book: pyproject.toml $(VENV)/.torch
-	$(PIP) install -q -e ".[book]"
+	$(call INSTALL,.[book])
 	touch $@
 
 $(VENV)/.test: pyproject.toml $(VENV)/.torch
-	$(PIP) install -q -e ".[book,test]"
+	$(call INSTALL,.[book,test])
 	touch $@
 
 ## The web book: _build/html/index.html, warnings are errors.
@@ -37,9 +41,12 @@ test: $(VENV)/.test browser
 	  $(PY) -m pytest -n 2 --dist loadscope --nbval-lax --nbval-current-env -p no:randomly \
 	  tests chapters
 
+## Debian's chromium and chromedriver, where tests/test_browser.py looks for them (apt-get; root or sudo).
 browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	command -v apt-get >/dev/null || { echo "make browser: install chromium and chromedriver as /usr/bin/chromium and /usr/bin/chromedriver" >&2; exit 1; }; \
+	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 
 export: $(VENV)/.test
 	$(PY) tools/export.py
