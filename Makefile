@@ -17,6 +17,7 @@ $(VENV)/.torch: | $(PY)
 
 # The rest with uv (from PyPI) when it installs: it resolves and downloads in parallel, minutes
 # faster than pip; torch is already there, so nothing pulls a CUDA build. pip is the fallback.
+TEST_EXTRAS := .[book,test]
 INSTALL = { $(PIP) install -q uv && $(VENV)/bin/uv pip install -q --python $(PY) -e "$(1)"; } || $(PIP) install -q -e "$(1)"
 
 $(VENV)/.book: pyproject.toml $(VENV)/.torch
@@ -24,7 +25,7 @@ $(VENV)/.book: pyproject.toml $(VENV)/.torch
 	touch $@
 
 $(VENV)/.test: pyproject.toml $(VENV)/.torch
-	$(call INSTALL,.[book,test])
+	$(call INSTALL,$(TEST_EXTRAS))
 	touch $@
 
 ## The web book: _build/html/index.html, warnings are errors.
