@@ -2,7 +2,8 @@
 
 The notebooks mark library code with nbdev-style directives (``#| export``); they matter to the
 exporter (tools/export.py), not to a reader. This extension drops those directive lines from the
-rendered code cells, and drops cells marked ``#| hide`` altogether.
+rendered code cells, and drops cells marked ``#| hide`` (or holding nothing but directives)
+altogether.
 """
 import re
 
@@ -20,7 +21,7 @@ def _strip(doctree):
         names = []
         while lines and (_DIRECTIVE.match(lines[0]) or not lines[0].strip()):
             names.append(lines.pop(0).strip())
-        if any(re.match(r"#\|\s*hide\b", n) for n in names):
+        if any(re.match(r"#\|\s*hide\b", n) for n in names) or not any(line.strip() for line in lines):
             cell = block
             while cell.parent is not None and "cell" not in cell.get("classes", []):
                 cell = cell.parent
@@ -35,6 +36,13 @@ def _on_doctree_read(app, doctree):
     _strip(doctree)
 
 
+def _load_mathjax_once(app, config):
+    """jupyter-book adds every .js file under _static/ to every page; MathJax must load once, via mathjax_path."""
+    config.html_js_files = [f for f in config.html_js_files
+                            if not (f if isinstance(f, str) else f[0]).startswith("mathjax/")]
+
+
 def setup(app):
+    app.connect("config-inited", _load_mathjax_once)
     app.connect("doctree-read", _on_doctree_read)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
