@@ -42,19 +42,20 @@ def badge(url: str, nb_name: str) -> str:
 
 
 def setup_source(url: str, seed: int = 123) -> str:
-    return f'''{SETUP_MARK} on Colab, fetch and install gptbook (elsewhere it is installed already),
-# then pick the device (cuda, mps or cpu) and seed every random number generator.
+    return f'''{SETUP_MARK} on Colab, install gptbook from its repository (elsewhere it is
+# installed already); then pick the device and seed every generator.
 import subprocess, sys
 if "google.colab" in sys.modules:
     import os
-    if not os.path.isdir("/content/gptbook"):
-        subprocess.run(["git", "clone", "-q", "--depth", "1", "{url}", "/content/gptbook"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/gptbook"], check=True)
-    sys.path.insert(0, "/content/gptbook")
+    repo, here = "{url}", "/content/gptbook"
+    if not os.path.isdir(here):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", repo, here], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", here], check=True)
+    sys.path.insert(0, here)
 
 from gptbook.utils import get_device, seed_everything
 
-device = get_device()
+device = get_device()  # cuda, mps or cpu
 seed_everything({seed})
 print(f"device: {{device}}")'''
 

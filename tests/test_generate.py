@@ -1,0 +1,120 @@
+"""Text generation: greedy, sampling filters, eos, batches, and the KV cache against full recomputation."""
+import pytest
+import torch
+
+from gptbook.generate import generate, generate_text, sample_next_token, top_k_filter, top_p_filter
+from gptbook.model import GPT_CONFIGS, GPTModel
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GPTModel(GPT_CONFIGS["tiny"].with_(vocab_size=97, context_length=24)).eval()
+
+
+def reference_greedy(model, idx, n):
+    """Greedy decoding the slow, obvious way: the whole (cropped) sequence every step."""
+    for _ in range(n):
+        logits = model(idx[:, -model.cfg.context_length:])[:, -1]
+        idx = torch.cat([idx, logits.argmax(-1, keepdim=True)], dim=1)
+    return idx
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_greedy_matches_reference_past_the_context(model, use_cache):
+    idx = torch.randint(0, 97, (3, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = reference_greedy(model, idx, 30)  # 37 tokens > context 24
+    assert torch.equal(generate(model, idx, 30, use_cache=use_cache), expected)
+
+
+def test_cache_gives_identical_sampled_tokens(model):
+    idx = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(2))
+    kw = dict(temperature=0.8, top_k=20, top_p=0.9)
+    a = generate(model, idx, 40, generator=torch.Generator().manual_seed(3), use_cache=True, **kw)
+    b = generate(model, idx, 40, generator=torch.Generator().manual_seed(3), use_cache=False, **kw)
+    assert torch.equal(a, b)
+    c = generate(model, idx, 40, generator=torch.Generator().manual_seed(4), **kw)
+    assert not torch.equal(a, c)  # another seed, other tokens
+
+
+def test_batch_rows_equal_single_prompts(model):
+    idx = torch.randint(0, 97, (3, 6), generator=torch.Generator().manual_seed(5))
+    batch = generate(model, idx, 10)
+    for row in range(3):
+        assert torch.equal(generate(model, idx[row], 10), batch[row])
+
+
+def test_prompt_longer_than_context_is_cropped(model):
+    idx = torch.randint(0, 97, (1, 60), generator=torch.Generator().manual_seed(6))
+    out = generate(model, idx, 5)
+    assert out.shape == (1, 65) and torch.equal(out[:, :60], idx)
+    assert torch.equal(out[:, 60:], generate(model, idx[:, -24:], 5)[:, 24:])
+
+
+def test_eos_stops_each_row(model):
+    idx = torch.randint(0, 97, (2, 4), generator=torch.Generator().manual_seed(7))
+    free = generate(model, idx, 12)
+    eos = int(free[0, 6])
+    stop = 4 + int((free[0, 4:] == eos).nonzero()[0])  # where row 0 first emits eos
+    out = generate(model, idx, 12, eos_id=eos)
+    assert torch.equal(out[0, :stop + 1], free[0, :stop + 1])
+    assert (out[0, stop:] == eos).all()
+    hits = (free[1, 4:] == eos).nonzero()
+    if len(hits):  # row 1 stops at its own first eos and is padded after it
+        assert (out[1, 4 + int(hits[0]):] == eos).all()
+    else:  # row 1 never stops: it runs to the end
+        assert torch.equal(out[1], free[1])
+    # generation ends early once every row has stopped
+    assert generate(model, idx[:1], 12, eos_id=eos).shape[1] == stop + 1
+
+
+def test_sampling_filters():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.0, -1.0]])
+    assert torch.equal(torch.isfinite(top_k_filter(logits, 2)), torch.tensor([[False, True, True, False, False]]))
+    probs = torch.softmax(logits, -1)[0]  # .64, .24, .09, ...
+    kept = torch.isfinite(top_p_filter(logits, 0.5))[0]
+    assert kept.tolist() == [False, True, False, False, False]
+    kept = torch.isfinite(top_p_filter(logits, float(probs[1] + 0.01)))[0]
+    assert kept.tolist() == [False, True, True, False, False]
+    assert torch.isfinite(top_p_filter(logits, 1.0)).all()
+    # top-k = 1 and a tiny temperature are both greedy
+    g = torch.Generator().manual_seed(0)
+    big = torch.randn(4, 50, generator=g)
+    assert torch.equal(sample_next_token(big, 1.0, top_k=1, generator=g), big.argmax(-1))
+    assert torch.equal(sample_next_token(big, 1e-4, generator=g), big.argmax(-1))
+
+
+def test_sampling_follows_the_distribution():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]])).expand(20000, 3)
+    draws = sample_next_token(logits, 1.0, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=3).float() / len(draws)
+    assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.2]), atol=0.02)
+
+
+def test_generate_text_and_mode_restored():
+    torch.manual_seed(0)
+    model = GPTModel(GPT_CONFIGS["tiny"]).train()
+    text = generate_text(model, "Hello, world", 8)
+    assert text.startswith("Hello, world") and model.training
+    assert isinstance(generate_text(model, "", 3), str)
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    (dict(temperature=-1.0), ValueError), (dict(top_k=0), ValueError), (dict(top_p=1.5), ValueError),
+    (dict(top_p=0.0), ValueError),
+])
+def test_bad_arguments(model, kwargs, exc):
+    with pytest.raises(exc):
+        generate(model, torch.zeros(1, 3, dtype=torch.long), 2, **kwargs)
+
+
+def test_bad_inputs(model):
+    with pytest.raises(TypeError):
+        generate(model, torch.zeros(1, 3), 2)  # float ids
+    with pytest.raises(ValueError, match="token ids"):
+        generate(model, torch.full((1, 3), 97), 2)
+    with pytest.raises(ValueError, match="shape"):
+        generate(model, torch.zeros(1, 0, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, torch.zeros(1, 3, dtype=torch.long), -1)
