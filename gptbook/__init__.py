@@ -2,10 +2,19 @@
 """gptbook: a GPT built from scratch in PyTorch, one chapter at a time."""
 # modules:
 #   gptbook.attention      <- chapters/03_attention.ipynb
+#   gptbook.classify       <- chapters/06_classification.ipynb
 #   gptbook.corpora        <- chapters/00_data.ipynb
+#   gptbook.data           <- chapters/02_embeddings.ipynb
+#   gptbook.embeddings     <- chapters/02_embeddings.ipynb
+#   gptbook.generate       <- chapters/04_gpt_model.ipynb
+#   gptbook.instruct       <- chapters/07_instruction.ipynb
+#   gptbook.lora           <- chapters/08_lora.ipynb
 #   gptbook.model          <- chapters/04_gpt_model.ipynb
+#   gptbook.optim          <- chapters/05_pretraining.ipynb
 #   gptbook.plotting       <- chapters/00_data.ipynb
+#   gptbook.prompt_tuning  <- chapters/09_prompt_tuning.ipynb
 #   gptbook.tokenizer      <- chapters/01_tokenization.ipynb
+#   gptbook.train          <- chapters/05_pretraining.ipynb
 #   gptbook.utils          <- chapters/00_data.ipynb
 
 __version__ = "0.1.0"

@@ -48,7 +48,12 @@ def autocast_dtype(device: torch.device | str) -> torch.dtype:
     """
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # a T4 emulates bfloat16 slowly; count only native support (the argument is torch >= 2.3)
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:
+            native = torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if native else torch.float16
     return torch.float32
 
 

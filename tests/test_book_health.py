@@ -222,6 +222,14 @@ def test_autocast_dtype_on_cuda(monkeypatch, bf16, expected):
     assert autocast_dtype(torch.device("cuda", 0)) == expected
 
 
+def test_autocast_dtype_ignores_emulated_bf16(monkeypatch):
+    """A T4 reports bf16 support only through emulation: it must still train in float16."""
+    from gptbook.utils import autocast_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert autocast_dtype("cuda") == torch.float16
+
+
 def test_autocast_dtype_off_cuda_is_float32(monkeypatch):
     from gptbook.utils import autocast_dtype
 
