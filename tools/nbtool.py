@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "chapters"
 BADGE_IMG = "https://colab.research.google.com/assets/colab-badge.svg"
 SETUP_MARK = "# Setup:"
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 
 
 def repo_url(root: Path = ROOT) -> str:
@@ -81,9 +82,8 @@ def new(name: str, title: str, module: str | None) -> Path:
     cells = [md_cell(f"# {title}\n\n{badge(url, path.name)}\n\nIntroduction."), code_cell(setup_source(url))]
     if module:
         cells.append(code_cell(f"#| default_exp {module}"))
-    nb = {"cells": cells, "metadata": {
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    nb = {"cells": cells, "metadata": {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
     _assign_ids(nb)
     write(path, nb)
     return path
@@ -127,6 +127,8 @@ def stamp(paths: list[Path]) -> list[Path]:
                 seed = re.search(r"seed_everything\((\d+)\)", "".join(cell["source"]))
                 cell["source"] = _lines(setup_source(url, int(seed.group(1)) if seed else 123))
                 break
+        nb["metadata"].setdefault("kernelspec", KERNELSPEC)
+        nb["metadata"].setdefault("language_info", {"name": "python"})  # the book's code lexer
         if json.dumps(nb, sort_keys=True) != before:
             write(path, nb)
             changed.append(path)
@@ -148,7 +150,7 @@ def run(paths: list[Path], timeout: int = 1800) -> None:
         finally:
             for cell in nb.cells:
                 cell.metadata.pop("execution", None)
-            nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+            nb.metadata["kernelspec"] = KERNELSPEC
             nb.metadata["language_info"] = {"name": "python"}
             nbformat.write(nb, path)
         print(f"{path}: executed in {time.time() - t0:.0f} s")
