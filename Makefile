@@ -24,9 +24,10 @@ $(VENV)/.book: pyproject.toml $(VENV)/.torch
 	$(call INSTALL,.[book])
 	touch $@
 
+# the test extras include the book's, so this install also satisfies .book
 $(VENV)/.test: pyproject.toml $(VENV)/.torch
 	$(call INSTALL,$(TEST_EXTRAS))
-	touch $@
+	touch $@ $(VENV)/.book
 
 ## The web book: _build/html/index.html, warnings are errors.
 book: $(VENV)/.book
