@@ -2,6 +2,7 @@
 """gptbook: a GPT built from scratch in PyTorch, one chapter at a time."""
 # modules:
 #   gptbook.attention      <- chapters/03_attention.ipynb
+#   gptbook.base           <- chapters/05_pretraining.ipynb
 #   gptbook.classify       <- chapters/06_classification.ipynb
 #   gptbook.corpora        <- chapters/00_data.ipynb
 #   gptbook.data           <- chapters/02_embeddings.ipynb

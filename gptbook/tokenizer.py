@@ -5,11 +5,13 @@ __all__ = ['END_OF_TEXT', 'UNK', 'WORD_PATTERN', 'word_split', 'build_vocab', 'S
 
 
 import heapq
+import json
 import operator
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from pathlib import Path
 
 import regex
 import tiktoken
@@ -403,6 +405,41 @@ class ByteLevelBPE:
     def decode(self, ids) -> str:
         """The text the ids stand for (bytes that are not valid UTF-8 become U+FFFD, as in tiktoken)."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+
+_BPE_FORMAT = "gptbook-bpe-1"
+
+
+def _bpe_save(self: ByteLevelBPE, path) -> Path:
+    """Write the tokenizer as JSON: byte ids, merges in order, special tokens and the split pattern."""
+    merges = sorted(self.merges.items(), key=lambda kv: kv[1])
+    state = {"format": _BPE_FORMAT, "pattern": self.pattern, "byte_ids": self.byte_ids,
+             "merges": [[a, b, new] for (a, b), new in merges], "special_tokens": self.special_tokens}
+    path = Path(path)
+    path.write_text(json.dumps(state, separators=(",", ":")) + "\n", encoding="utf-8")
+    return path
+
+
+def _bpe_load(cls, path) -> ByteLevelBPE:
+    """A tokenizer written by :meth:`ByteLevelBPE.save`; anything else is refused with one clear line."""
+    path = Path(path)
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or state.get("format") != _BPE_FORMAT:
+            raise ValueError(f"not a {_BPE_FORMAT} file")
+        merges = {(int(a), int(b)): int(new) for a, b, new in state["merges"]}
+        return cls(state["byte_ids"], merges, state["special_tokens"], state["pattern"])
+    except FileNotFoundError:
+        raise FileNotFoundError(f"tokenizer file {path} does not exist") from None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a gptbook tokenizer file ({err})") from None
+
+
+ByteLevelBPE.save = _bpe_save
+ByteLevelBPE.load = classmethod(_bpe_load)
+# tiktoken's names, so that code written for a tiktoken Encoding also takes a ByteLevelBPE
+ByteLevelBPE.n_vocab = property(lambda self: self.vocab_size)
+ByteLevelBPE.eot_token = property(lambda self: self.special_tokens.get(END_OF_TEXT))
 
 
 @lru_cache(maxsize=None)
