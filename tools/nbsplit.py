@@ -53,7 +53,8 @@ def split_in(nb_path: Path) -> list[str]:
     manifest = json.loads((folder / "cells.json").read_text())
     by_id = {c.get("id"): c for c in nb["cells"]}
     cells, changed, used = [], [], set()
-    for f in sorted(p for p in folder.iterdir() if p.suffix in KIND):
+    files = sorted(p for p in folder.iterdir() if p.suffix in KIND)
+    for f in files:
         source = f.read_text(encoding="utf-8")
         old = by_id.get(manifest.get(f.name))
         kind = KIND[f.suffix]
@@ -74,6 +75,8 @@ def split_in(nb_path: Path) -> list[str]:
         cells.append(cell)
         changed.append(f.name)
     nb["cells"] = cells
+    # remember the new cells' ids, so that the next ``in`` keeps their outputs too
+    (folder / "cells.json").write_text(json.dumps({f.name: c["id"] for f, c in zip(files, cells)}, indent=1))
     nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return changed
 
