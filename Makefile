@@ -39,7 +39,7 @@ book: $(VENV)/.book
 test: $(VENV)/.test browser
 	$(PY) tools/export.py --check
 	$(MAKE) book
-	TQDM_DISABLE=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 PYTHONHASHSEED=0 \
+	TQDM_DISABLE=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 PYTHONHASHSEED=0 GPTBOOK_ONLINE=0 \
 	  $(PY) -m pytest -n 2 --dist loadscope --nbval-lax --nbval-current-env -p no:randomly \
 	  tests chapters
 
