@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: book test export check-export execute stamp data browser clean
+.PHONY: book test export check-export execute stamp style data browser clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -64,6 +64,10 @@ execute: $(VENV)/.test
 
 stamp:
 	python3 tools/nbtool.py stamp
+
+## What the readability tests would reject, notebook by notebook (tools/nbstyle.py; format/hide fix some)
+style: $(VENV)/.test
+	$(PY) tools/nbstyle.py check
 
 data:
 	$(PY) tools/prepare_data.py

@@ -2,6 +2,12 @@
 openable on Colab, and small. Also: the Colab setup cell installs only on Colab, and the device and
 dtype choice suits a T4 (float16), an Ampere-or-newer GPU (bfloat16) and the CPU (float32).
 
+And readable (the rules live in tools/nbstyle.py; `python tools/nbstyle.py check` lists every
+problem): code that fits the page, a handful of outputs per cell, no local paths or tqdm noise in
+outputs, the setup cell and figure code behind toggles, a printed line from every proof cell,
+captioned figures, glossary links, a Summary and Exercises at every chapter's end, notes on the
+thesis where a chapter cites it, and the repository's address in one place.
+
 These tests read the committed files only (no build, no execution), in well under a second.
 """
 from __future__ import annotations
@@ -23,6 +29,8 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import nbstyle  # noqa: E402
 CHAPTERS = ROOT / "chapters"
 NOTEBOOKS = sorted(CHAPTERS.glob("*.ipynb"))
 MAX_NOTEBOOK_BYTES = 2_000_000
@@ -209,6 +217,210 @@ def test_notebook_is_small(nb_path):
                 assert n < MAX_IMAGE_BYTES, (f"cell {cell.get('execution_count')}: a {mime} output of "
                                              f"{n / 1e3:.0f} kB (limit {MAX_IMAGE_BYTES / 1e3:.0f} kB); "
                                              "lower the figure's dpi or size")
+
+
+# ------------------------------------------------------------------------------------ readable pages
+def _where(nb_path: Path, found, fmt) -> str:
+    lines = [fmt(*f) if isinstance(f, tuple) else fmt(f) for f in found]
+    more = f"\n  ... and {len(lines) - 8} more" if len(lines) > 8 else ""
+    return f"{nb_path.name}:\n  " + "\n  ".join(lines[:8]) + more
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_fits_the_page(nb_path):
+    wide = nbstyle.wide_lines(_load(nb_path))
+    assert not wide, _where(nb_path, wide, lambda i, k, w, line: f"cell {i} line {k}: {w} columns") + (
+        f"\ncode lines must fit in {nbstyle.MAX_LINE} columns: "
+        f"python tools/nbstyle.py format {nb_path.relative_to(ROOT)}, then shorten the rest by hand")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_cells_have_a_handful_of_outputs(nb_path):
+    crowded = nbstyle.crowded_cells(_load(nb_path))
+    assert not crowded, _where(nb_path, crowded, lambda i, n: f"cell {i}: {n} outputs") + (
+        f"\nat most {nbstyle.MAX_OUTPUTS} outputs per cell: execute with tools/nbtool.py run "
+        "(one box per stream, tqdm off) and log a few summary lines instead of a bar per step")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_outputs_hold_no_local_paths(nb_path):
+    leaks = nbstyle.local_paths(_load(nb_path))
+    assert not leaks, _where(nb_path, leaks, lambda i, s: f"cell {i}: ...{s}...") + (
+        "\nan output shows where the notebook ran: print names relative to the data or run folder")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_outputs_hold_no_progress_noise(nb_path):
+    noise = nbstyle.progress_noise(_load(nb_path))
+    assert not noise, _where(nb_path, noise, lambda i, s: f"cell {i}: {s}") + (
+        "\nexecute with tools/nbtool.py run (TQDM_DISABLE=1, ipywidgets installed by the test extras)")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_proof_cells_print_what_they_proved(nb_path):
+    silent = nbstyle.silent_proofs(_load(nb_path))
+    assert not silent, _where(nb_path, silent, lambda i: f"cell {i} asserts but prints nothing") + (
+        "\nend each proof cell with a one-line ✓ that says what was proven")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_setup_and_figure_code_are_behind_toggles(nb_path):
+    shown = nbstyle.unhidden_cells(_load(nb_path))
+    assert not shown, _where(nb_path, shown, lambda i, why: f"cell {i}: {why}") + (
+        f"\ntag them hide-input: python tools/nbtool.py hide {nb_path.relative_to(ROOT)} "
+        "(split a cell that computes something worth reading from the cell that draws)")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_cells_that_draw_show_their_figure(nb_path):
+    lost = nbstyle.missing_figures(_load(nb_path))
+    assert not lost, _where(nb_path, lost, lambda i: f"cell {i} draws but has no image output") + (
+        "\nexecute with tools/nbtool.py run: with MPLBACKEND=Agg the kernel shows no figures")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_figures_have_captions(nb_path):
+    bare = nbstyle.bare_images(_load(nb_path))
+    assert not bare, _where(nb_path, bare, lambda i, f: f"cell {i}: ![...]({f})") + (
+        "\nshow a figure with a caption: ```{figure} ../figures/x.svg``` + :name: + :alt: + caption")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_ends_with_summary_and_exercises(nb_path):
+    problems = nbstyle.ending_problems(_load(nb_path))
+    assert not problems, f"{nb_path.name}: " + "; ".join(problems) + (
+        f"\nend the chapter with '## Summary' and '## Exercises' ({nbstyle.MIN_EXERCISES}-"
+        f"{nbstyle.MAX_EXERCISES} numbered exercises; code solutions in cells tagged hide-cell)")
+
+
+def _glossary_terms() -> set[str]:
+    text = (ROOT / "glossary.md").read_text(encoding="utf-8")
+    block = re.search(r"```\{glossary\}\n(.*?)\n```", text, flags=re.S)
+    assert block, "glossary.md has no ```{glossary} block"
+    return {line.strip() for line in block.group(1).splitlines()
+            if line.strip() and not line.startswith((" ", ":"))}
+
+
+def test_glossary_is_a_sphinx_glossary():
+    terms = _glossary_terms()
+    assert len(terms) >= 20, f"the glossary has {len(terms)} terms"
+    assert "glossary" in toc_documents(), "glossary.md is not in _toc.yml"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_links_glossary_terms(nb_path):
+    nb, known = _load(nb_path), {t.lower() for t in _glossary_terms()}
+    used = set(nbstyle.glossary_terms(nb))
+    unknown = sorted(t for t in used if t.lower() not in known)
+    assert not unknown, f"{nb_path.name} links {unknown}, which glossary.md does not define"
+    assert len(used) >= nbstyle.MIN_TERMS, (
+        f"{nb_path.name} links {len(used)} glossary terms; link at least {nbstyle.MIN_TERMS} "
+        "where they are first explained, e.g. {term}`tokenizer` or {term}`merges <BPE>`")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_that_cites_the_thesis_has_notes_on_it(nb_path):
+    nb = _load(nb_path)
+    if not nbstyle.cites_thesis(nb):
+        pytest.skip("does not cite the thesis")
+    assert nbstyle.has_thesis_notes(nb), (
+        f"{nb_path.name} cites the thesis but has no ':::{{admonition}} Notes on the thesis' box "
+        "listing the thesis (and slide) errors the chapter corrects")
+
+
+def _nb(*cells) -> dict:
+    return {"cells": [dict(c, metadata=c.get("metadata", {})) for c in cells], "metadata": {}}
+
+
+def _code(src, outputs=(), tags=()):
+    return {"cell_type": "code", "source": src, "outputs": list(outputs),
+            "metadata": {"tags": list(tags)} if tags else {}}
+
+
+def _stream(text):
+    return {"output_type": "stream", "name": "stdout", "text": text}
+
+
+def test_readability_rules_catch_what_they_should():
+    """The rules the tests above apply, on small notebooks made to break them (and not to)."""
+    png = {"output_type": "display_data", "data": {"image/png": "iVBOR", "text/plain": "<Figure>"}}
+    nb = _nb(
+        {"cell_type": "markdown", "source": "# T\n\n![a](../figures/a.svg) {term}`token`"},
+        _code("# Setup: x\ndevice = 1"),
+        _code("x = 1\nassert x == 1"),                                     # silent proof
+        _code("def f():\n    assert True\n"),                              # not a proof cell
+        _code("assert 1", [_stream("✓ one\n")]),                          # a proof that prints
+        _code("plot()", [png]),                                            # a figure, not hidden
+        _code("plot()", [png], tags=["hide-input"]),
+        _code("y = '" + "x" * 90 + "'"),                                   # too wide
+        _code("z = '中文'"),
+        _code("run()", [_stream(f"{k}\n") for k in range(nbstyle.MAX_OUTPUTS + 1)]),
+        _code("w", [_stream("saved /home/ann/run.pt\n"), _stream("site-packages/x.py: TqdmWarning\n")]),
+        _code("v", [_stream("data/base/tokenizer.json, 1/tmp/2 = 0.5\n")]),
+        dict(_code("fig, ax = new_figure()"), execution_count=3),              # figure lost
+    )
+    assert [i for i, *_ in nbstyle.wide_lines(nb)] == [7]
+    assert nbstyle.width("中文") == 4
+    assert nbstyle.silent_proofs(nb) == [2]
+    assert nbstyle.unhidden_cells(nb) == [(1, "the setup cell"), (5, "draws a figure")]
+    assert nbstyle.crowded_cells(nb) == [(9, nbstyle.MAX_OUTPUTS + 1)]
+    assert [i for i, _ in nbstyle.local_paths(nb)] == [10, 10]
+    assert [s for _, s in nbstyle.progress_noise(nb)] == ["TqdmWarning"]
+    assert nbstyle.bare_images(nb) == [(0, "../figures/a.svg")]
+    assert nbstyle.glossary_terms(nb) == ["token"]
+    assert nbstyle.missing_figures(nb) == [12]
+    end = _nb({"cell_type": "markdown", "source": "## Summary\n\n* a\n\n## Exercises\n\n1. a\n2. b"})
+    assert nbstyle.ending_problems(end) == ["2 numbered exercises (want 3-5)"]
+    end["cells"][0]["source"] += "\n3. c"
+    assert nbstyle.ending_problems(end) == []
+
+
+def test_formatter_keeps_code_and_wraps_long_text():
+    code = ('#| export\ndef f(x):\n    """' + "word " * 25 + '"""\n    # ' + "note " * 25
+            + "\n    return {'a':1}\n")
+    out = nbstyle.wrap_long_text(code)
+    assert out.startswith("#| export\n") and all(nbstyle.width(x) <= nbstyle.MAX_LINE for x in out.split("\n"))
+    assert ast.dump(ast.parse(out.replace("#|", "#"))) != "" and "return {'a':1}" in out
+    assert " ".join(out.split()).count("word") == 25 and " ".join(out.split()).count("note") == 25
+    pytest.importorskip("ruff")
+    formatted = nbstyle.format_code(code)
+    assert formatted.startswith("#| export\n") and 'return {"a": 1}' in formatted
+    assert nbstyle.format_code("%pip install x") is None  # IPython syntax is left alone
+
+
+def test_repository_address_is_set_in_one_place():
+    """Publishing needs one edit (_config.yml) and `make stamp`: no other file spells the address."""
+    url = _repo_url()
+    stamped = {"_config.yml", "pyproject.toml"}
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    address = re.compile(r"github\.com/[\w.-]+/[\w.-]+")
+    problems = []
+    for name in files:
+        path = ROOT / name
+        if path.suffix not in (".md", ".ipynb", ".py", ".yml", ".yaml", ".toml", ".txt", ".cfg", ""):
+            continue
+        if not path.is_file() or name.startswith("data/"):
+            continue
+        if path.suffix == ".ipynb":
+            nb = _load(path)
+            # the badge (first cell) and the setup cell are written by `nbtool.py stamp`
+            texts = [_src(c) for c in nb["cells"][1:] if not _src(c).startswith(SETUP_MARK)]
+            setup = [_src(c) for c in nb["cells"] if _src(c).startswith(SETUP_MARK)]
+            if any(url not in s for s in setup):
+                problems.append(f"{name}: the setup cell does not install from {url} (make stamp)")
+        else:
+            texts = [path.read_text(encoding="utf-8", errors="replace")]
+        for text in texts:
+            for m in address.finditer(text):
+                if url.endswith(m.group(0).rstrip(".")) and name in stamped:
+                    continue
+                if m.group(0).split("/")[2] == url.split("/")[-1] or name in stamped:
+                    problems.append(f"{name}: spells the repository's address ({m.group(0)}); "
+                                    "point to _config.yml instead")
+    home = re.search(r'^Homepage\s*=\s*"([^"]*)"', (ROOT / "pyproject.toml").read_text(), flags=re.M)
+    if home and home.group(1).rstrip("/") != url:
+        problems.append(f"pyproject.toml: Homepage {home.group(1)} is not {url} (make stamp)")
+    assert not problems, "\n".join(problems)
 
 
 # ------------------------------------------------------------------------------- device and dtype choice

@@ -3,8 +3,10 @@
 The test serves ``_build/html`` on 127.0.0.1, opens the index and every page listed in ``_toc.yml``,
 and checks what a reader sees: the page title, equations rendered by MathJax, at least one figure,
 no traceback from a notebook output, internal links that resolve (files and anchors), a working
-"Open in Colab" launch button for every notebook page, and a search box that finds things. It saves
-a screenshot of every page under ``_build/screenshots/``.
+"Open in Colab" launch button for every notebook page, and a search box that finds things. It also
+checks that the pages read well: Markdown tables that cells display render as tables (no paragraph
+starting with ``|``), no code cell scrolls sideways in a 1280-pixel-wide window, and "Deep dive"
+boxes start folded. It saves a screenshot of every page under ``_build/screenshots/``.
 
 * No built book (``_build/html/index.html`` missing): the test is skipped, with the command to run.
 * A built book but no chromium/chromedriver (or no selenium): the test FAILS, with the install
@@ -179,6 +181,14 @@ const finish = () => {
     tracebacks: article.querySelectorAll('[class*="traceback"]').length
       + (article.innerText.includes('Traceback (most recent call last)') ? 1 : 0),
     links: [...document.querySelectorAll('a[href]')].map(a => a.href),
+    pipe_paragraphs: [...article.querySelectorAll('p')].map(p => p.textContent.trim())
+      .filter(t => t.startsWith('|')).map(t => t.slice(0, 50)),
+    sideways_code: [...article.querySelectorAll('.cell_input pre')]
+      .filter(p => p.scrollWidth > p.clientWidth + 1)
+      .map(p => p.textContent.split('\n').find(l => l.length > 80) || p.textContent.slice(0, 50)),
+    open_deep_dives: [...article.querySelectorAll('.admonition.dropdown')]
+      .filter(d => !d.classList.contains('toggle-hidden'))
+      .map(d => (d.querySelector('.admonition-title') || d).textContent.trim().slice(0, 50)),
     colab: [...document.querySelectorAll('a[href^="https://colab.research.google.com/github/"]')].map(
       a => ({href: a.href, launch: !!a.closest('.dropdown-launch-buttons')})),
   });
@@ -260,6 +270,17 @@ def test_page(site, browser, doc):
 
     if state["tracebacks"]:
         problems.append(f"{state['tracebacks']} error traceback(s) from notebook outputs")
+
+    if state["pipe_paragraphs"]:
+        problems.append(f"{len(state['pipe_paragraphs'])} paragraphs start with '|' (a Markdown table "
+                        f"rendered as text), e.g. {state['pipe_paragraphs'][0]!r}")
+
+    if state["sideways_code"]:
+        problems.append(f"{len(state['sideways_code'])} code cells scroll sideways (lines wider than "
+                        f"88 columns: tools/nbstyle.py format), e.g. {state['sideways_code'][0].strip()[:60]!r}")
+
+    if state["open_deep_dives"]:
+        problems.append(f"folded boxes shown open: {state['open_deep_dives']}")
 
     broken = _broken_links(site, state["links"])
     if broken:

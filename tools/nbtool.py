@@ -3,11 +3,19 @@
     python tools/nbtool.py new 03_attention "Attention" attention   # a new chapter from the template
     python tools/nbtool.py stamp                                     # Colab badge + setup cell URLs from _config.yml
     python tools/nbtool.py run chapters/03_attention.ipynb [...]     # execute in place, outputs committed
+    python tools/nbtool.py hide chapters/03_attention.ipynb [...]    # tag setup + figure cells hide-input
 
 Every notebook opens with a title cell carrying the "Open in Colab" badge, then one setup cell that
 installs gptbook on Colab only (elsewhere it is already installed), picks the device and seeds
 everything. The repository's address is read from ``_config.yml`` (``repository.url``), the one
-place it is set; ``stamp`` rewrites the badge and setup cell of every notebook to match it.
+place it is set; ``stamp`` rewrites the badge and setup cell of every notebook (and the Homepage
+of ``pyproject.toml``) to match it.
+
+``run`` executes with tqdm's bars off (``TQDM_DISABLE=1``, unless ``--progress``) and merges each
+cell's printed text into one output (carriage returns applied), so a long loop leaves a few logged
+lines, not hundreds of progress boxes. Code that draws a bar must let the environment switch it off:
+pass ``disable=True`` only to turn a bar off, never ``disable=False`` (an explicit argument beats
+``TQDM_DISABLE``). Afterwards it lists what ``tools/nbstyle.py check`` finds in the notebook.
 """
 from __future__ import annotations
 
@@ -51,7 +59,8 @@ if "google.colab" in sys.modules:
     repo, here = "{url}", "/content/gptbook"
     if not os.path.isdir(here):
         subprocess.run(["git", "clone", "-q", "--depth", "1", repo, here], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", here], check=True)
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-e", here]
+    subprocess.run(pip, check=True)
     sys.path.insert(0, here)
 
 from gptbook.utils import get_device, seed_everything
@@ -79,7 +88,9 @@ def new(name: str, title: str, module: str | None) -> Path:
     if path.exists():
         raise SystemExit(f"{path} exists")
     url = repo_url()
-    cells = [md_cell(f"# {title}\n\n{badge(url, path.name)}\n\nIntroduction."), code_cell(setup_source(url))]
+    setup = code_cell(setup_source(url))
+    setup["metadata"]["tags"] = ["hide-input"]
+    cells = [md_cell(f"# {title}\n\n{badge(url, path.name)}\n\nIntroduction."), setup]
     if module:
         cells.append(code_cell(f"#| default_exp {module}"))
     nb = {"cells": cells, "metadata": {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}},
@@ -126,24 +137,45 @@ def stamp(paths: list[Path]) -> list[Path]:
             if cell["cell_type"] == "code" and "".join(cell["source"]).startswith(SETUP_MARK):
                 seed = re.search(r"seed_everything\((\d+)\)", "".join(cell["source"]))
                 cell["source"] = _lines(setup_source(url, int(seed.group(1)) if seed else 123))
+                meta = cell.setdefault("metadata", {})
+                meta["tags"] = sorted(set(meta.get("tags", [])) | {"hide-input"})  # a toggle in the book
                 break
         nb["metadata"].setdefault("kernelspec", KERNELSPEC)
         nb["metadata"].setdefault("language_info", {"name": "python"})  # the book's code lexer
         if json.dumps(nb, sort_keys=True) != before:
             write(path, nb)
             changed.append(path)
+    pyproject = ROOT / "pyproject.toml"
+    if pyproject.exists():
+        text = pyproject.read_text(encoding="utf-8")
+        new = re.sub(r'^(Homepage\s*=\s*)"[^"]*"', lambda m: f'{m.group(1)}"{url}"', text, flags=re.M)
+        if new != text:
+            pyproject.write_text(new, encoding="utf-8")
+            changed.append(pyproject)
     return changed
 
 
-def run(paths: list[Path], timeout: int = 1800) -> None:
-    """Execute notebooks in place (working directory: chapters/), keeping their outputs."""
+def run(paths: list[Path], timeout: int = 1800, progress: bool = False) -> None:
+    """Execute notebooks in place (working directory: chapters/), keeping their outputs.
+
+    The kernel inherits this process's environment: tqdm bars are off (``TQDM_DISABLE=1``) unless
+    ``progress``; figures use the inline backend even when the shell sets ``MPLBACKEND=Agg``. Each
+    cell's stdout (and stderr) becomes one output."""
     import nbformat
     from nbclient import NotebookClient
+
+    if not progress:
+        os.environ["TQDM_DISABLE"] = "1"
+    # figures must reach the outputs: MPLBACKEND=Agg (right for scripts and tests) would make the
+    # kernel draw them nowhere, so the kernel gets the inline backend whatever the shell says
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import nbstyle
 
     for path in paths:
         t0 = time.time()
         nb = nbformat.read(path, as_version=4)
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", coalesce_streams=True,
                                 resources={"metadata": {"path": str(path.parent)}})
         try:
             client.execute()
@@ -154,6 +186,8 @@ def run(paths: list[Path], timeout: int = 1800) -> None:
             nb.metadata["language_info"] = {"name": "python"}
             nbformat.write(nb, path)
         print(f"{path}: executed in {time.time() - t0:.0f} s")
+        for line in nbstyle.report(path):
+            print(f"  check: {line}")
 
 
 def main(argv=None) -> None:
@@ -165,14 +199,24 @@ def main(argv=None) -> None:
     p = sub.add_parser("run", help="execute notebooks in place")
     p.add_argument("paths", nargs="+", type=Path)
     p.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    p.add_argument("--progress", action="store_true", help="keep tqdm's progress bars")
+    p = sub.add_parser("hide", help="tag the setup cell and figure cells hide-input")
+    p.add_argument("paths", nargs="+", type=Path)
     args = ap.parse_args(argv)
     if args.cmd == "new":
         print(new(args.name, args.title, args.module))
     elif args.cmd == "stamp":
         for path in stamp(sorted(CHAPTERS.glob("*.ipynb"))):
             print(f"stamped {path}")
+    elif args.cmd == "hide":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import nbstyle
+
+        for path in args.paths:
+            for i, why in nbstyle.hide_notebook(path):
+                print(f"{path}: cell {i} ({why}) tagged hide-input")
     else:
-        run(args.paths, args.timeout)
+        run(args.paths, args.timeout, args.progress)
 
 
 if __name__ == "__main__":
