@@ -185,7 +185,7 @@ const finish = () => {
       .filter(t => t.startsWith('|')).map(t => t.slice(0, 50)),
     sideways_code: [...article.querySelectorAll('.cell_input pre')]
       .filter(p => p.scrollWidth > p.clientWidth + 1)
-      .map(p => p.textContent.split('\n').find(l => l.length > 80) || p.textContent.slice(0, 50)),
+      .map(p => p.textContent.split('\\n').find(l => l.length > 80) || p.textContent.slice(0, 50)),
     open_deep_dives: [...article.querySelectorAll('.admonition.dropdown')]
       .filter(d => !d.classList.contains('toggle-hidden'))
       .map(d => (d.querySelector('.admonition-title') || d).textContent.trim().slice(0, 50)),
