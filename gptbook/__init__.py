@@ -14,6 +14,7 @@
 #   gptbook.optim          <- chapters/05_pretraining.ipynb
 #   gptbook.plotting       <- chapters/00_data.ipynb
 #   gptbook.prompt_tuning  <- chapters/09_prompt_tuning.ipynb
+#   gptbook.rag            <- chapters/12_rag.ipynb
 #   gptbook.tokenizer      <- chapters/01_tokenization.ipynb
 #   gptbook.train          <- chapters/05_pretraining.ipynb
 #   gptbook.utils          <- chapters/00_data.ipynb
