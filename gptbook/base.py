@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from gptbook.corpora import data_dir
+from gptbook.corpora import data_dir, write_data_sums
 from gptbook.model import GPTConfig, GPTModel, read_safetensors, write_safetensors
 from gptbook.tokenizer import END_OF_TEXT, ByteLevelBPE
 from gptbook.train import (TrainConfig, bits_per_byte, bytes_per_token, load_tokenizer, prepare_corpus,
@@ -118,6 +118,8 @@ def export_base(checkpoint: str | os.PathLike, folder: str | os.PathLike | None 
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     names = ["model.safetensors", "tokenizer.json", "recipe.json", "train_log.csv", "eval_log.csv", "metrics.json"]
     (folder / "SHA256SUMS").write_text("".join(f"{_sha256(folder / n)}  {n}\n" for n in names))
+    if folder.resolve() == (data_dir() / "base").resolve():  # keep data/SHA256SUMS in step
+        write_data_sums(data_dir(), [f"base/{n}" for n in names + ["SHA256SUMS"]])
     return metrics
 
 

@@ -8,11 +8,15 @@ import torch
 import torch.nn as nn
 
 
-def sinusoidal_table(n_positions: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
-    """The ``(n_positions, d_model)`` sinusoidal position encodings of Vaswani et al. (thesis eq. 2.1).
+def sinusoidal_table(
+    n_positions: int, d_model: int, base: float = 10000.0
+) -> torch.Tensor:
+    """The ``(n_positions, d_model)`` sinusoidal position encodings of Vaswani et al.
+    (thesis eq. 2.1).
 
-    Column ``2i`` holds ``sin(pos / base**(2i / d_model))`` and column ``2i + 1`` the cosine of the
-    same angle. An odd ``d_model`` ends with a sine column. Computed in float64, returned as float32.
+    Column ``2i`` holds ``sin(pos / base**(2i / d_model))`` and column ``2i + 1`` the
+    cosine of the same angle. An odd ``d_model`` ends with a sine column. Computed in
+    float64, returned as float32.
     """
     if not isinstance(n_positions, int) or n_positions < 1:
         raise ValueError(f"n_positions must be a positive int, got {n_positions!r}")
@@ -30,38 +34,55 @@ def sinusoidal_table(n_positions: int, d_model: int, base: float = 10000.0) -> t
 
 
 class SinusoidalPositionalEncoding(nn.Module):
-    """Fixed sinusoidal position vectors, used like ``nn.Embedding(context_length, d_model)``.
+    """Fixed sinusoidal position vectors, used like ``nn.Embedding(context_length,
+    d_model)``.
 
-    ``forward(positions)`` returns the encodings of an integer tensor of positions, shape
-    ``positions.shape + (d_model,)``. Nothing is trained, and the table (``self.pe``) is not part of
-    the ``state_dict``.
+    ``forward(positions)`` returns the encodings of an integer tensor of positions,
+    shape ``positions.shape + (d_model,)``. Nothing is trained, and the table
+    (``self.pe``) is not part of the ``state_dict``.
     """
 
     def __init__(self, context_length: int, d_model: int, base: float = 10000.0):
         super().__init__()
         self.context_length, self.d_model, self.base = context_length, d_model, base
-        self.register_buffer("pe", sinusoidal_table(context_length, d_model, base), persistent=False)
+        self.register_buffer(
+            "pe", sinusoidal_table(context_length, d_model, base), persistent=False
+        )
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         return self.pe[positions]
 
     def extra_repr(self) -> str:
-        return f"context_length={self.context_length}, d_model={self.d_model}, base={self.base:g}"
+        return (
+            f"context_length={self.context_length}, d_model={self.d_model}, "
+            f"base={self.base:g}"
+        )
 
 
 class GPTEmbedding(nn.Module):
     """GPT's input layer: token embedding plus position vector, then dropout.
 
-    ``positional="learned"`` (GPT-1, GPT-2) trains an ``nn.Embedding(context_length, d_model)``;
-    ``"sinusoidal"`` uses :class:`SinusoidalPositionalEncoding` (nothing to train). ``forward(ids)``
-    takes token ids of shape ``(batch, T)`` or ``(T,)`` and returns ``ids.shape + (d_model,)``; the
-    tokens sit at positions ``start, ..., start + T - 1``.
+    ``positional="learned"`` (GPT-1, GPT-2) trains an ``nn.Embedding(context_length,
+    d_model)``; ``"sinusoidal"`` uses :class:`SinusoidalPositionalEncoding` (nothing to
+    train). ``forward(ids)`` takes token ids of shape ``(batch, T)`` or ``(T,)`` and
+    returns ``ids.shape + (d_model,)``; the tokens sit at positions ``start, ..., start
+    + T - 1``.
     """
 
-    def __init__(self, vocab_size: int, context_length: int, d_model: int,
-                 positional: str = "learned", dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        context_length: int,
+        d_model: int,
+        positional: str = "learned",
+        dropout: float = 0.0,
+    ):
         super().__init__()
-        for name, value in [("vocab_size", vocab_size), ("context_length", context_length), ("d_model", d_model)]:
+        for name, value in [
+            ("vocab_size", vocab_size),
+            ("context_length", context_length),
+            ("d_model", d_model),
+        ]:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not 0.0 <= dropout < 1.0:
@@ -72,16 +93,23 @@ class GPTEmbedding(nn.Module):
         elif positional == "sinusoidal":
             self.pos_emb = SinusoidalPositionalEncoding(context_length, d_model)
         else:
-            raise ValueError(f"positional must be 'learned' or 'sinusoidal', got {positional!r}")
+            raise ValueError(
+                f"positional must be 'learned' or 'sinusoidal', got {positional!r}"
+            )
         self.positional, self.context_length = positional, context_length
         self.drop = nn.Dropout(dropout)
 
     def forward(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
         if ids.dtype.is_floating_point or ids.dtype == torch.bool:
-            raise TypeError(f"ids must be an integer tensor of token ids, got dtype {ids.dtype}")
+            raise TypeError(
+                f"ids must be an integer tensor of token ids, got dtype {ids.dtype}"
+            )
         T = ids.shape[-1]
         if start < 0 or start + T > self.context_length:
-            raise ValueError(f"positions {start}..{start + T - 1} do not fit the context length "
-                             f"{self.context_length}; crop the input to its last {self.context_length} tokens")
+            raise ValueError(
+                f"positions {start}..{start + T - 1} do not fit the context length "
+                f"{self.context_length}; crop the input to its last "
+                f"{self.context_length} tokens"
+            )
         positions = torch.arange(start, start + T, device=ids.device)
         return self.drop(self.tok_emb(ids) + self.pos_emb(positions))

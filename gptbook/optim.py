@@ -11,29 +11,51 @@ import torch.nn as nn
 
 
 class Adam(torch.optim.Optimizer):
-    """Adam written out step by step (Kingma & Ba), with optional decoupled weight decay (AdamW).
+    """Adam written out step by step (Kingma & Ba), with optional decoupled weight decay
+    (AdamW).
 
     For every parameter $\\theta$ with gradient $g_t$ at step $t$:
 
-    * $m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t$ and $v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2$;
+    * $m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t$ and
+      $v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2$;
     * $\\hat m_t = m_t / (1-\\beta_1^t)$ and $\\hat v_t = v_t / (1-\\beta_2^t)$;
-    * $\\theta_t = \\theta_{t-1} - \\alpha\\, \\hat m_t / (\\sqrt{\\hat v_t} + \\epsilon)$.
+    * $\\theta_t = \\theta_{t-1}
+      - \\alpha\\, \\hat m_t / (\\sqrt{\\hat v_t} + \\epsilon)$.
 
-    With ``decoupled=True`` and ``weight_decay`` $\\lambda > 0$, each step first shrinks the parameter,
-    $\\theta \\leftarrow \\theta (1 - \\alpha\\lambda)$, as AdamW does (Loshchilov & Hutter); with
-    ``decoupled=False`` the decay is added to the gradient instead, as ``torch.optim.Adam`` does.
+    With ``decoupled=True`` and ``weight_decay`` $\\lambda > 0$, each step first shrinks
+    the parameter, $\\theta \\leftarrow \\theta (1 - \\alpha\\lambda)$, as AdamW does
+    (Loshchilov & Hutter); with ``decoupled=False`` the decay is added to the gradient
+    instead, as ``torch.optim.Adam`` does.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled: bool = False,
+    ):
         if not lr > 0:
             raise ValueError(f"learning rate must be positive, got {lr}")
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"betas must lie in [0, 1), got {betas}")
         if not eps > 0 or weight_decay < 0:
-            raise ValueError(f"eps must be positive and weight_decay non-negative, got {eps}, {weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      decoupled=decoupled))
+            raise ValueError(
+                f"eps must be positive and weight_decay non-negative, got {eps}, "
+                f"{weight_decay}"
+            )
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                betas=betas,
+                eps=eps,
+                weight_decay=weight_decay,
+                decoupled=decoupled,
+            ),
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -51,8 +73,10 @@ class Adam(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
-                    state["m"] = torch.zeros_like(p)  # first moment: running mean of gradients
-                    state["v"] = torch.zeros_like(p)  # second moment: running mean of squared gradients
+                    # first moment: running mean of gradients
+                    state["m"] = torch.zeros_like(p)
+                    # second moment: running mean of squared gradients
+                    state["v"] = torch.zeros_like(p)
                 state["step"] += 1
                 t = state["step"]
                 if wd and decoupled:
@@ -62,33 +86,48 @@ class Adam(torch.optim.Optimizer):
                 m, v = state["m"], state["v"]
                 m.mul_(beta1).add_(g, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                m_hat = m / (1 - beta1 ** t)
-                v_hat = v / (1 - beta2 ** t)
+                m_hat = m / (1 - beta1**t)
+                v_hat = v / (1 - beta2**t)
                 p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
         return loss
 
 
-def AdamW(params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-          weight_decay: float = 0.01) -> Adam:
-    """Our Adam with decoupled weight decay: the same update as ``torch.optim.AdamW``."""
-    return Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=True)
+def AdamW(
+    params,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+) -> Adam:
+    """Our Adam with decoupled weight decay: the same update as ``torch.optim.AdamW``.
+    """
+    return Adam(
+        params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=True
+    )
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Split ``model``'s trainable parameters into two optimizer groups: with and without weight decay.
+    """Split ``model``'s trainable parameters into two optimizer groups: with and
+    without weight decay.
 
-    Only the weight matrices of ``nn.Linear`` layers are decayed. Biases, LayerNorm gains and shifts
-    and embeddings are not: they are not the matrices whose size controls how sharply the network
-    can react to its input, and an embedding row receives a gradient only when its token occurs, while
-    decay would shrink every row at every step, rare tokens most. A weight shared by an embedding and a
-    linear layer (GPT-2's tied language-model head) counts as an embedding. Each tensor appears once.
+    Only the weight matrices of ``nn.Linear`` layers are decayed. Biases, LayerNorm
+    gains and shifts and embeddings are not: they are not the matrices whose size
+    controls how sharply the network can react to its input, and an embedding row
+    receives a gradient only when its token occurs, while decay would shrink every row
+    at every step, rare tokens most. A weight shared by an embedding and a linear layer
+    (GPT-2's tied language-model head) counts as an embedding. Each tensor appears once.
     """
     embedding = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    matrices = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)} - embedding
+    matrices = {
+        id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)
+    } - embedding
     decay, no_decay, seen = [], [], set()
     for p in model.parameters():
         if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))
         (decay if id(p) in matrices else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]

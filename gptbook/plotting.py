@@ -7,31 +7,45 @@ __all__ = ['PALETTE', 'use_book_style', 'new_figure']
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 
-#: The book's colours, in the order plots use them (Okabe & Ito's colour-blind-safe palette).
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+#: The book's colours, in the order plots use them (Okabe & Ito's colour-blind-safe
+#: palette).
+PALETTE = [
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#D55E00",
+    "#CC79A7",
+    "#56B4E9",
+    "#F0E442",
+    "#000000",
+]
 
 
 def use_book_style() -> None:
     """Apply the book's matplotlib style to every figure drawn after this call."""
-    mpl.rcParams.update({
-        "figure.figsize": (7.0, 4.0),
-        "figure.dpi": 100,
-        "savefig.dpi": 150,
-        "savefig.bbox": "tight",
-        "font.size": 11,
-        "axes.titlesize": 12,
-        "axes.labelsize": 11,
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "axes.grid": True,
-        "grid.alpha": 0.3,
-        "axes.prop_cycle": mpl.cycler(color=PALETTE),
-        "legend.frameon": False,
-        "image.cmap": "viridis",
-    })
+    mpl.rcParams.update(
+        {
+            "figure.figsize": (7.0, 4.0),
+            "figure.dpi": 100,
+            "savefig.dpi": 150,
+            "savefig.bbox": "tight",
+            "font.size": 11,
+            "axes.titlesize": 12,
+            "axes.labelsize": 11,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.prop_cycle": mpl.cycler(color=PALETTE),
+            "legend.frameon": False,
+            "image.cmap": "viridis",
+        }
+    )
 
 
-def new_figure(ncols: int = 1, nrows: int = 1, width: float = 7.0, height: float = 4.0, **kw):
+def new_figure(
+    ncols: int = 1, nrows: int = 1, width: float = 7.0, height: float = 4.0, **kw
+):
     """A figure and its axes in the book's style."""
     use_book_style()
     return plt.subplots(nrows, ncols, figsize=(width, height), **kw)

@@ -12,27 +12,38 @@ import torch
 
 
 def get_device(prefer: str | None = None) -> torch.device:
-    """The device to compute on: ``prefer`` if given ("cuda", "mps", "cpu"), else the best available.
+    """The device to compute on: ``prefer`` if given ("cuda", "mps", "cpu"), else the
+    best available.
 
     Asking for a device that is not available raises a ``RuntimeError`` that says so.
     """
     if prefer is not None:
         kind = torch.device(prefer).type
-        available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                     "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+        available = {
+            "cpu": True,
+            "cuda": torch.cuda.is_available(),
+            "mps": getattr(torch.backends, "mps", None) is not None
+            and torch.backends.mps.is_available(),
+        }
         if not available.get(kind, False):
-            raise RuntimeError(f"device {prefer!r} was asked for but is not available here "
-                               f"(available: {', '.join(k for k, v in available.items() if v)})")
+            raise RuntimeError(
+                f"device {prefer!r} was asked for but is not available here "
+                f"(available: {', '.join(k for k, v in available.items() if v)})"
+            )
         return torch.device(prefer)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if (
+        getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available()
+    ):
         return torch.device("mps")
     return torch.device("cpu")
 
 
 def seed_everything(seed: int = 123) -> torch.Generator:
-    """Seed Python's, NumPy's and PyTorch's generators (all devices); return a seeded CPU generator."""
+    """Seed Python's, NumPy's and PyTorch's generators (all devices); return a seeded
+    CPU generator."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -43,12 +54,14 @@ def seed_everything(seed: int = 123) -> torch.Generator:
 def autocast_dtype(device: torch.device | str) -> torch.dtype:
     """The reduced precision to train in on ``device``.
 
-    bfloat16 on GPUs that support it (Ampere and newer); float16 on older GPUs such as Colab's T4
-    (which then need a gradient scaler); float32 on CPU and MPS, where autocast buys little.
+    bfloat16 on GPUs that support it (Ampere and newer); float16 on older GPUs such as
+    Colab's T4 (which then need a gradient scaler); float32 on CPU and MPS, where
+    autocast buys little.
     """
     device = torch.device(device)
     if device.type == "cuda":
-        # a T4 emulates bfloat16 slowly; count only native support (the argument is torch >= 2.3)
+        # a T4 emulates bfloat16 slowly; count only native support (the argument is
+        # torch >= 2.3)
         try:
             native = torch.cuda.is_bf16_supported(including_emulation=False)
         except TypeError:

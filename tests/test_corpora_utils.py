@@ -61,3 +61,52 @@ def test_missing_data_names_the_preparation_script(tmp_path, monkeypatch):
     monkeypatch.setenv("GPTBOOK_DATA", str(tmp_path / "absent"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         corpora.data_dir()
+
+
+REAL_DATA = corpora.data_dir()
+
+
+def _copy(tmp_path, name: str, blob: bytes | None = None):
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_bytes((REAL_DATA / name).read_bytes() if blob is None else blob)
+
+
+def test_shipped_sums_cover_every_data_file():
+    sums = corpora.read_sums(REAL_DATA)
+    files = {p.relative_to(REAL_DATA).as_posix() for p in REAL_DATA.rglob("*") if p.is_file()
+             and p.suffix != ".md" and not p.name.startswith(".") and p != REAL_DATA / "SHA256SUMS"}
+    assert set(sums) == files, "data/SHA256SUMS is stale: run python tools/prepare_data.py --sums-only"
+    for name in files:
+        assert corpora.file_sha256(REAL_DATA / name) == sums[name], name
+
+
+def test_data_files_are_checked_against_the_sums(tmp_path, monkeypatch):
+    _copy(tmp_path, "kjv.txt.xz")
+    monkeypatch.setenv("GPTBOOK_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="SHA256SUMS is missing"):
+        corpora.load_kjv()
+    corpora.write_data_sums(tmp_path)
+    assert "In the beginning God created" in corpora.load_kjv()[:500]
+    blob = bytearray((tmp_path / "kjv.txt.xz").read_bytes())
+    blob[1000] ^= 0x01  # one flipped bit
+    (tmp_path / "kjv.txt.xz").write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="corrupt or was changed") as err:
+        corpora.load_kjv()
+    assert "\n" not in str(err.value)
+    (tmp_path / "extra.txt").write_text("not listed")
+    with pytest.raises(ValueError, match="not listed"):
+        corpora.data_path("extra.txt")
+    corpora.write_data_sums(tmp_path, ["extra.txt"])  # updating one entry keeps the others
+    assert set(corpora.read_sums(tmp_path)) == {"kjv.txt.xz", "extra.txt"}
+
+
+@pytest.mark.parametrize("name, loader", [("kjv.txt.xz", corpora.load_kjv), ("sotu.jsonl.xz", corpora.load_sotu),
+                                          ("gpt2/vocab.bpe.gz", corpora.read_gpt2_merges)])
+def test_a_truncated_compressed_file_is_one_clear_error(tmp_path, monkeypatch, name, loader):
+    blob = (REAL_DATA / name).read_bytes()
+    _copy(tmp_path, name, blob[: len(blob) // 2])
+    corpora.write_data_sums(tmp_path)  # the checksum matches: only the decompressor can tell
+    monkeypatch.setenv("GPTBOOK_DATA", str(tmp_path))
+    with pytest.raises(ValueError, match="is truncated or damaged") as err:
+        loader()
+    assert "\n" not in str(err.value) and "prepare_data.py" in str(err.value)

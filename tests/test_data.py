@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from gptbook.data import (END_OF_TEXT_ID, NextTokenDataset, create_dataloader, encode_to_file,
-                          load_tokens)
+from gptbook.data import (END_OF_TEXT_ID, TOKEN_HEADER_BYTES, NextTokenDataset, create_dataloader,
+                          encode_to_file, load_tokens, read_token_header, write_tokens)
 from gptbook.tokenizer import gpt2_encoding
 
 
@@ -159,7 +159,11 @@ def test_memmap_round_trip(tmp_path):
         expected += enc.encode_ordinary(d)  # a written <|endoftext|> stays plain text
     assert isinstance(mm, np.memmap) and mm.dtype == np.uint16
     assert mm.tolist() == expected
-    assert (tmp_path / "sub" / "tokens.bin").stat().st_size == 2 * len(expected)
+    assert (tmp_path / "sub" / "tokens.bin").stat().st_size == TOKEN_HEADER_BYTES + 2 * len(expected)
+    header = read_token_header(tmp_path / "sub" / "tokens.bin")
+    assert header["dtype"] == "uint16" and header["count"] == len(expected) and header["vocab_size"] == 50257
+    assert header["tokenizer"] == "gpt2" and header["documents"] == 3
+    assert header["bytes"] == sum(len(d.encode()) for d in docs)
     again = load_tokens(tmp_path / "sub" / "tokens.bin")
     assert np.array_equal(again, mm)
     with pytest.raises(ValueError):
@@ -212,8 +216,9 @@ def test_encode_to_file_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_tokens(tmp_path / "missing.bin")
     (tmp_path / "odd.bin").write_bytes(b"\x00\x01\x02")
-    with pytest.raises(ValueError, match="uint16"):
+    with pytest.raises(ValueError, match="not a gptbook token file"):
         load_tokens(tmp_path / "odd.bin")
+    assert not list(tmp_path.glob(".*tmp*"))  # failed writes leave no temporary file
 
 
 def test_encode_to_file_with_other_tokenizer(tmp_path):
@@ -223,3 +228,69 @@ def test_encode_to_file_with_other_tokenizer(tmp_path):
 
     mm = encode_to_file(["ab", "c"], tmp_path / "c.bin", enc=Chars())
     assert mm.tolist() == [97, 98, END_OF_TEXT_ID, 99]
+
+
+def test_token_file_header_is_checked(tmp_path):
+    good = encode_to_file(["Call me Ishmael.", "Some years ago"], tmp_path / "good.tok")
+    blob = (tmp_path / "good.tok").read_bytes()
+    (tmp_path / "notes.txt").write_text("Call me Ishmael. " * 100)  # a text file passed as token ids
+    (tmp_path / "raw.u16").write_bytes(np.arange(100, dtype=np.uint16).tobytes())  # the old headerless format
+    (tmp_path / "cut.tok").write_bytes(blob[:-2])  # the last token lost
+    (tmp_path / "long.tok").write_bytes(blob + b"\x00\x00")
+    (tmp_path / "header.tok").write_bytes(blob[:8] + b"{broken" + blob[15:])
+    ids = np.frombuffer(blob[TOKEN_HEADER_BYTES:], dtype=np.uint16).copy()
+    ids[0] = 60000  # above GPT-2's 50,257 ids: a damaged file
+    (tmp_path / "big.tok").write_bytes(blob[:TOKEN_HEADER_BYTES] + ids.tobytes())
+    cases = {"notes.txt": "not a gptbook token file", "raw.u16": "not a gptbook token file",
+             "cut.tok": "truncated or damaged", "long.tok": "truncated or damaged",
+             "header.tok": "damaged token-file header", "big.tok": "holds token id 60000"}
+    for name, message in cases.items():
+        with pytest.raises(ValueError, match=message):
+            load_tokens(tmp_path / name)
+    with pytest.raises(ValueError, match="vocabulary of 50,257 tokens, more than the 4,096"):
+        load_tokens(tmp_path / "good.tok", vocab_size=4096)
+    assert load_tokens(tmp_path / "good.tok", vocab_size=50304).tolist() == good.tolist()
+
+
+def test_write_tokens_and_large_vocabularies(tmp_path):
+    small = write_tokens([5, 7, 9], tmp_path / "s.tok", vocab_size=10, tokenizer="mine")
+    assert small.dtype == np.uint16 and small.tolist() == [5, 7, 9]
+    assert read_token_header(tmp_path / "s.tok")["tokenizer"] == "mine"
+    big = write_tokens(np.array([0, 99_999]), tmp_path / "b.tok", vocab_size=100_000)
+    assert big.dtype == np.uint32 and big.tolist() == [0, 99_999]
+    with pytest.raises(ValueError, match="not in 0..9"):
+        write_tokens([10], tmp_path / "x.tok", vocab_size=10)
+
+    class Wide:  # a tokenizer with more than 65,536 ids
+        n_vocab, eot_token = 70_001, 70_000
+
+        def encode(self, text):
+            return [69_999 - len(w) for w in text.split()]
+
+    wide = encode_to_file(["a bb", "ccc"], tmp_path / "w.tok", enc=Wide())
+    assert wide.dtype == np.uint32 and wide.tolist() == [69_998, 69_997, 70_000, 69_996]
+
+
+def test_create_dataloader_takes_a_str_path(tmp_path, monkeypatch):
+    encode_to_file(["word " * 200], tmp_path / "w.tok")
+    monkeypatch.chdir(tmp_path)
+    by_str = next(iter(create_dataloader("w.tok", batch_size=2, max_length=8, shuffle=False)))[0]
+    by_path = next(iter(create_dataloader(tmp_path / "w.tok", batch_size=2, max_length=8, shuffle=False)))[0]
+    assert torch.equal(by_str, by_path)
+    with pytest.raises(FileNotFoundError, match="missing.tok does not exist"):
+        create_dataloader("missing.tok", batch_size=1, max_length=2)
+    with pytest.raises(ValueError, match="not a gptbook token file"):
+        (tmp_path / "notes.txt").write_text("a text, not token ids")
+        create_dataloader(str(tmp_path / "notes.txt"), batch_size=1, max_length=2)
+    text = "It was the best of times. " * 10  # a text is still a text
+    assert len(create_dataloader(text, batch_size=1, max_length=4)) > 0
+
+
+def test_dataloader_text_with_the_books_tokenizer():
+    from gptbook.train import load_tokenizer
+
+    enc = load_tokenizer("book")
+    text = "My fellow citizens,<|endoftext|>the state of the Union is strong. " * 5
+    x, y = next(iter(create_dataloader(text, batch_size=1, max_length=8, shuffle=False, enc=enc)))
+    ids = enc.encode(text, allowed_special={"<|endoftext|>"})
+    assert x[0].tolist() == ids[:8] and enc.eot_token in ids

