@@ -8,32 +8,28 @@ The naive path is the book's model as chapter 3 first wrote it: explicit attenti
 on everything chapter 5 measures: fused QKV + ``scaled_dot_product_attention``, bf16 autocast (fp16
 with a gradient scaler on GPUs without bf16), TF32, fused AdamW, a vocabulary padded to a multiple
 of 64, ``torch.compile`` on CUDA, and the fused linear cross-entropy on CPU. Both run full training
-steps (forward, backward, clipping, optimizer) on random tokens. Prints tokens/s, MFU where the
-GPU's peak is known, and the speed ratio fast / naive.
+steps (forward, backward, clipping, optimizer) on random tokens.
+
+Reference: the naive path. Both trainers live side by side and their steps alternate inside each
+repetition (order rotated), so a slow spell of a shared machine hits both alike. Prints tokens/s
+(median), MFU where the GPU's peak is known, and the speed ratio fast / naive as the median of the
+per-repetition ratios with its range and n. ``--json`` saves the figures (e.g. into
+``benchmarks/results/``).
 """
 from __future__ import annotations
 
 import argparse
-import math
-import time
+import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from gptbook.train import TrainConfig, Trainer, flops_per_token, peak_flops
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import interleaved, machine_line, median, pin_threads, ratios, summary  # noqa: E402
 
-
-def measure(cfg: TrainConfig, tokens: np.ndarray, steps: int, warmup: int) -> tuple[float, Trainer]:
-    trainer = Trainer(cfg, tokens, tokens[: len(tokens) // 10])
-    for _ in range(warmup):
-        trainer.train_step()
-    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        trainer.train_step()
-    sync()
-    return trainer.tokens_per_step * steps / (time.perf_counter() - t0), trainer
+from gptbook.train import TrainConfig, Trainer, flops_per_token, peak_flops  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -42,19 +38,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: 8 on CPU, 16 on GPU)")
     p.add_argument("--context-length", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None, help="timed steps (default: 3 on CPU, 20 on GPU)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 1 on CPU, 5 on GPU)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed repetitions, one step of each path in each (default: 5 on CPU, 20 on GPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed repetitions first (default: 1 on CPU, 5 on GPU)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--json", default=None, help="write the figures to this JSON file")
     p.add_argument("--no-compile", action="store_true", help="fast path without torch.compile")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = pin_threads(args.threads)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
         "cpu" if args.device == "auto" else args.device)
     on_gpu = device.startswith("cuda")
     if on_gpu and not torch.cuda.is_available():
         raise SystemExit("train_throughput: error: --device cuda was asked for but no CUDA GPU is available")
-    steps = args.steps or (20 if on_gpu else 3)
+    steps = args.steps or (20 if on_gpu else 5)
     warmup = args.warmup or (5 if on_gpu else 1)
     base = dict(model=args.model, batch_size=args.batch_size or (16 if on_gpu else 8), grad_accum=1,
                 context_length=args.context_length, dropout=0.0, device=device, max_steps=10_000,
@@ -65,24 +62,44 @@ def main(argv: list[str] | None = None) -> dict:
                        fused_adamw="on", fused_loss="auto", pad_vocab=True)
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 50257, size=2_000_000, dtype=np.int64).astype(np.uint16)
-    results = {}
-    for name, cfg in (("naive", naive), ("fast", fast)):
-        speed, trainer = measure(cfg, tokens, steps, warmup)
+    trainers = {name: Trainer(cfg, tokens, tokens[: len(tokens) // 10])
+                for name, cfg in (("naive", naive), ("fast", fast))}
+
+    def step_of(trainer):  # TF32 is a global switch: set it for the path that runs next
+        tf32 = trainer.device.type == "cuda" and trainer.cfg.tf32
+
+        def run():
+            if trainer.device.type == "cuda":
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+            trainer.train_step()
+        return run
+
+    times = interleaved({name: step_of(t) for name, t in trainers.items()}, steps, warmup=warmup,
+                        device=device)
+    print(machine_line(threads) if not on_gpu else f"torch {torch.__version__}")
+    results = {"model": args.model, "device": device, "repetitions": steps}
+    for name, trainer in trainers.items():
+        speed = trainer.tokens_per_step / median(times[name])
         flops = flops_per_token(trainer.model_config)
-        peak = peak_flops(trainer.device, trainer.dtype, tf32=cfg.tf32)
+        peak = peak_flops(trainer.device, trainer.dtype, tf32=trainer.cfg.tf32)
         mfu = speed * flops / peak if peak else None
-        results[name] = dict(tokens_per_s=speed, mfu=mfu, dtype=str(trainer.dtype).replace("torch.", ""))
+        results[name] = dict(tokens_per_s=speed, mfu=mfu, dtype=str(trainer.dtype).replace("torch.", ""),
+                             step_s=times[name])
         where = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else \
             f"CPU, {torch.get_num_threads()} thread(s)"
         print(f"{name:>5}: {speed:>12,.0f} tokens/s  {results[name]['dtype']:>8}  "
               f"MFU {'n/a (peak unknown)' if mfu is None else f'{mfu:.1%}'}  [{where}, {args.model}, "
               f"{trainer.tokens_per_step:,} tokens/step, {flops / 1e9:.2f} GFLOP/token]")
-        del trainer
-        if on_gpu:
-            torch.cuda.empty_cache()
-    ratio = results["fast"]["tokens_per_s"] / results["naive"]["tokens_per_s"]
-    print(f"fast / naive: x{ratio:.2f}")
-    results["ratio"] = ratio
+        if name == "fast" and trainer.device.type == "cuda":
+            results["gpu"] = torch.cuda.get_device_name(trainer.device)
+    speedups = ratios(times, "naive", "fast")
+    print(f"speed fast / naive (reference: the naive path): {summary(speedups)}; by CPU time "
+          f"{summary(ratios(times.cpu, 'naive', 'fast'))}")
+    results["ratio"] = median(speedups)
+    results["ratio_range"] = [min(speedups), max(speedups)]
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=1))
     return results
 
 

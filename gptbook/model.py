@@ -248,30 +248,42 @@ class GPTModel(nn.Module):
         ``inputs_embeds`` (batch, tokens, d_model), when given, is used instead of ``idx``.
         """
         if inputs_embeds is None:
-            if idx is None:
-                raise ValueError("pass idx (token ids) or inputs_embeds (vectors)")
-            if idx.dim() != 2:
-                raise ValueError(f"idx must have shape (batch, tokens), got {tuple(idx.shape)}")
+            self._check_ids(idx)
         x = self.tok_emb(idx) if inputs_embeds is None else inputs_embeds
         past = cache.length if cache is not None else 0
         t = x.shape[1]
         if past + t > self.cfg.context_length:
-            raise ValueError(f"sequence of {past + t} tokens is longer than the context length "
-                             f"{self.cfg.context_length}; crop the input to its last {self.cfg.context_length} tokens")
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(torch.arange(past, past + t, device=x.device))
+            ctx = self.cfg.context_length
+            raise ValueError(f"sequence of {past + t} tokens is longer than the context "
+                             f"length {ctx}; crop the input to its last {ctx} tokens")
+        if self.pos_emb is not None:  # positions past, ..., past + t - 1: rows of the table
+            x = x + self.pos_emb.weight[past:past + t]
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, cache, i)
         return self.final_norm(x)
 
+    def _check_ids(self, idx: torch.Tensor | None) -> None:
+        if idx is None:
+            raise ValueError("pass idx (token ids) or inputs_embeds (vectors)")
+        if idx.dim() != 2:
+            raise ValueError(f"idx must have shape (batch, tokens), got {tuple(idx.shape)}")
+        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+            raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+        if idx.numel() and not torch.compiler.is_compiling():  # compiled graphs skip this
+            low, high = torch.aminmax(idx)
+            if low < 0 or high >= self.cfg.vocab_size:
+                raise ValueError(f"token ids must lie in [0, {self.cfg.vocab_size}), got ids "
+                                 f"from {int(low)} to {int(high)}")
+
     def forward(self, idx: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
         return self.out_head(self.hidden_states(idx, inputs_embeds, cache))
 
-    def new_cache(self) -> KVCache:
-        """An empty key-value cache for this model."""
-        return KVCache(self.cfg.n_layers)
+    def new_cache(self, max_length: int | None = None) -> KVCache:
+        """An empty key-value cache with room for ``max_length`` positions (default: the
+        context length); its buffers are allocated by the first forward pass."""
+        return KVCache(self.cfg.n_layers, max_length or self.cfg.context_length)
 
 
 _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,

@@ -119,3 +119,62 @@ def test_bad_head_count():
         FusedMultiHeadAttention(10, 3)
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(10, 10, 4, 0.0, 3)
+
+
+def test_kv_cache_is_preallocated_and_returns_views():
+    cache = KVCache(2, max_length=10)
+    assert cache.length == 0 and cache.layers == [None, None]  # nothing allocated before a write
+    k, v = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    k_all, v_all = cache.update(0, k, v)
+    buffer = cache.keys[0]
+    assert buffer.shape == (2, 3, 10, 5) and cache.layer_length(0) == 4 and cache.layer_length(1) == 0
+    assert torch.equal(k_all, k) and torch.equal(v_all, v) and k_all.data_ptr() == buffer.data_ptr()
+    k1, v1 = torch.randn(2, 3, 1, 5), torch.randn(2, 3, 1, 5)
+    k_all, v_all = cache.update(0, k1, v1)
+    assert cache.keys[0] is buffer  # written in place, not reallocated or concatenated
+    assert torch.equal(k_all, torch.cat([k, k1], 2)) and torch.equal(v_all, torch.cat([v, v1], 2))
+    with pytest.raises(ValueError, match="holds 10 positions"):
+        cache.update(0, torch.randn(2, 3, 6, 5), torch.randn(2, 3, 6, 5))
+    assert cache.layer_length(0) == 5  # the refused update changed nothing
+    with pytest.raises(ValueError, match="batch, heads, head_dim"):
+        cache.update(0, torch.randn(1, 3, 1, 5), torch.randn(1, 3, 1, 5))
+    with pytest.raises(ValueError, match="differ"):
+        cache.update(1, torch.randn(2, 3, 1, 5), torch.randn(2, 3, 2, 5))
+    cache.reset()
+    assert cache.length == 0 and cache.keys[0] is buffer
+    with pytest.raises(ValueError, match="max_length"):
+        KVCache(1, max_length=0)
+
+
+def test_kv_cache_takes_its_shape_from_the_first_update():
+    cache = KVCache(1, max_length=8)  # e.g. grouped-query attention: fewer key/value heads
+    k = torch.randn(1, 2, 3, 4, dtype=torch.float64)
+    cache.update(0, k, k)
+    assert cache.keys[0].shape == (1, 2, 8, 4) and cache.values[0].dtype == torch.float64
+
+
+def test_kv_cache_without_max_length_grows_and_keeps_its_contents():
+    cache = KVCache(1)
+    chunks = [torch.randn(1, 2, n, 3) for n in (5, 14, 1, 40)]
+    for c in chunks:
+        k_all, v_all = cache.update(0, c, -c)
+    full = torch.cat(chunks, 2)
+    assert torch.equal(k_all, full) and torch.equal(v_all, -full) and cache.length == 60
+    assert cache.keys[0].shape[2] >= 60
+
+
+def test_single_token_cached_step_builds_no_mask(monkeypatch):
+    import gptbook.attention as attention
+
+    torch.manual_seed(5)
+    module = FusedMultiHeadAttention(16, 4, qkv_bias=True).eval()
+    x = torch.randn(1, 6, 16)
+    cache = KVCache(1, max_length=6)
+    module(x[:, :4], cache)
+
+    def no_mask(*args, **kwargs):
+        raise AssertionError("a single-token step must not build a mask")
+
+    monkeypatch.setattr(attention, "causal_mask", no_mask)
+    steps = [module(x[:, 4:5], cache), module(x[:, 5:6], cache)]
+    assert torch.allclose(torch.cat(steps, 1), module(x)[:, 4:], atol=1e-5)

@@ -100,13 +100,49 @@ def test_generate_text_and_mode_restored():
     assert isinstance(generate_text(model, "", 3), str)
 
 
-@pytest.mark.parametrize("kwargs, exc", [
-    (dict(temperature=-1.0), ValueError), (dict(top_k=0), ValueError), (dict(top_p=1.5), ValueError),
-    (dict(top_p=0.0), ValueError),
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(temperature=-1.0), "temperature"), (dict(temperature=float("nan")), "temperature"),
+    (dict(temperature=float("inf")), "temperature"), (dict(temperature=-float("inf")), "temperature"),
+    (dict(temperature="1"), "temperature"), (dict(top_k=0), "top_k"), (dict(top_p=1.5), "top_p"),
+    (dict(top_p=0.0), "top_p"), (dict(top_p=float("nan")), "top_p"), (dict(eos_id=97), "eos_id"),
+    (dict(eos_id=-1), "eos_id"),
 ])
-def test_bad_arguments(model, kwargs, exc):
-    with pytest.raises(exc):
+def test_bad_arguments(model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
         generate(model, torch.zeros(1, 3, dtype=torch.long), 2, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        generate_text(model, "ABC", 2, enc=SmallTokenizer(), **kwargs)
+
+
+class SmallTokenizer:
+    """Characters as ids (for a model with a small vocabulary); no end-of-text token."""
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+    def decode(self, ids):
+        return "".join(map(chr, ids))
+
+
+@pytest.mark.parametrize("ids", [[1, 97, 2], [1, -1, 2], [300], [-5]])
+def test_out_of_range_token_ids_are_refused(model, ids):
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 97\)"):
+        generate(model, torch.tensor(ids), 2)
+    with pytest.raises(ValueError, match="token ids"):
+        model(torch.tensor([ids]))
+    with pytest.raises(ValueError, match="token ids"):  # "~" is id 126 > 96
+        generate_text(model, "A~", 2, enc=SmallTokenizer())
+
+
+def test_generation_writes_in_place_without_concatenating(model, monkeypatch):
+    idx = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(8))
+    expected = generate(model, idx, 12)
+
+    def no_cat(*args, **kwargs):
+        raise AssertionError("torch.cat called while generating")
+
+    monkeypatch.setattr(torch, "cat", no_cat)
+    assert torch.equal(generate(model, idx, 12), expected)
 
 
 def test_bad_inputs(model):
@@ -118,3 +154,17 @@ def test_bad_inputs(model):
         generate(model, torch.zeros(1, 0, dtype=torch.long), 2)
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate(model, torch.zeros(1, 3, dtype=torch.long), -1)
+
+
+def test_long_generations_read_a_transposed_head_and_give_the_same_tokens(model):
+    from gptbook.generate import _decoding_head
+
+    assert _decoding_head(model, 31) is None  # short: the copy would cost more than it saves
+    head = _decoding_head(model, 32)
+    assert head.shape == (64, 97) and head.is_contiguous()
+    assert torch.equal(head, model.out_head.weight.t())
+    idx = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        expected = reference_greedy(model, idx, 40)  # 45 tokens > context 24
+    for use_cache in (True, False):
+        assert torch.equal(generate(model, idx, 40, use_cache=use_cache), expected)

@@ -126,3 +126,28 @@ def test_post_norm_has_no_final_norm_and_trains():
         opt.zero_grad(); loss.backward(); opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.parametrize("attn_impl", ["fused", "naive"])
+def test_out_of_range_token_ids_are_refused(attn_impl):
+    model = GPTModel(GPT_CONFIGS["tiny"].with_(vocab_size=300, attn_impl=attn_impl))
+    for bad in (300, 10_000, -1):
+        idx = torch.tensor([[1, 2, bad]])
+        with pytest.raises(ValueError, match=r"token ids must lie in \[0, 300\)"):
+            model(idx)
+        with pytest.raises(ValueError, match="token ids"):
+            model.hidden_states(idx)
+    with pytest.raises(TypeError, match="integer"):
+        model(torch.zeros(1, 3))
+    assert model(torch.tensor([[0, 299]])).shape == (1, 2, 300)  # the ends of the range are fine
+
+
+def test_new_cache_has_room_for_the_context():
+    model = GPTModel(GPT_CONFIGS["tiny"].with_(vocab_size=300, context_length=16)).eval()
+    cache = model.new_cache()
+    model(torch.zeros(2, 3, dtype=torch.long), cache=cache)
+    assert cache.keys[0].shape[2] == 16 and cache.length == 3 and len(cache.keys) == 2
+    short = model.new_cache(max_length=5)
+    model(torch.zeros(1, 5, dtype=torch.long), cache=short)
+    with pytest.raises(ValueError):
+        model(torch.zeros(1, 1, dtype=torch.long), cache=short)
