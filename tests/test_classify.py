@@ -196,12 +196,163 @@ def test_classifier_errors_truncation_and_batching():
 def test_save_load_round_trip(tmp_path):
     model = C.Classifier(small_clf(num_classes=3, seed=4), CharEnc(), label_names=("x", "y", "z"), max_length=12)
     texts = ["one", "two words", "three words here", "four"]
-    path = tmp_path / "clf.pt"
+    path = tmp_path / "clf.safetensors"
     model.save(path)
+    assert path.read_bytes()[8:9] == b"{"  # a safetensors header, no pickle
     again = C.Classifier.load(path, enc=CharEnc())
     assert again.label_names == ["x", "y", "z"] and again.max_length == 12
     assert torch.equal(again.predict_proba(texts), model.predict_proba(texts))
     assert again.predict(texts) == model.predict(texts)
-    (tmp_path / "bad.pt").write_bytes(b"")
-    with pytest.raises(Exception):
-        C.Classifier.load(tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="pass that tokenizer as enc"):
+        C.Classifier.load(path)  # a toy tokenizer: the file cannot name it
+
+
+class _Evil:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))  # creates a file when unpickled
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "random", "pickle", "torch", "damaged", "nan",
+                                  "other-format"])
+def test_loaders_refuse_foreign_or_damaged_files_in_one_line(tmp_path, kind):
+    import pickle
+    path, marker = tmp_path / "clf.bin", tmp_path / "pwned"
+    good = tmp_path / "good.safetensors"
+    clf = small_clf()
+    C.Classifier(clf, CharEnc(), max_length=8).save(good)
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("just some notes\n" * 10)
+    elif kind == "random":
+        path.write_bytes(torch.randint(0, 256, (5000,), generator=torch.Generator().manual_seed(0),
+                                       dtype=torch.uint8).numpy().tobytes())
+    elif kind == "pickle":
+        path.write_bytes(pickle.dumps({"format": "gptbook-classifier-2", "x": _Evil(str(marker))}))
+    elif kind == "torch":
+        torch.save({"format": "gptbook-classifier-2", "x": _Evil(str(marker))}, path)
+    elif kind == "damaged":
+        data = bytearray(good.read_bytes())
+        data[-7] ^= 0x10  # one flipped bit in the weights
+        path.write_bytes(data)
+    elif kind == "nan":
+        tensors = {k: v.clone() for k, v in clf.state_dict().items()}
+        tensors["head.weight"][0, 0] = float("nan")
+        C.write_tensor_file(tensors, path, "gptbook-classifier-2", {})
+    else:
+        C.write_tensor_file({"w": torch.zeros(2)}, path, "gptbook-soft-prompt-2", {})
+    with pytest.raises(ValueError) as err:
+        C.Classifier.load(path, enc=CharEnc())
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    assert not marker.exists()  # nothing in the file was executed
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        C.Classifier.load(tmp_path / "missing.safetensors", enc=CharEnc())
+
+
+def test_tokenizer_recorded_and_checked(tmp_path):
+    from gptbook.tokenizer import gpt2_encoding
+    cfg = SMALL.with_(vocab_size=50257)
+    torch.manual_seed(0)
+    clf = C.GPTClassifier(GPTModel(cfg), 2).eval()
+    enc = gpt2_encoding()
+    model = C.Classifier(clf, enc, max_length=16)
+    assert model.pad_id == enc.eot_token == 50256
+    model.save(tmp_path / "c.safetensors")
+    again = C.Classifier.load(tmp_path / "c.safetensors")  # finds GPT-2's tokenizer by name
+    assert torch.equal(again.predict_proba(["hello there"]), model.predict_proba(["hello there"]))
+
+    class Other:
+        name = "something-else"
+
+        def encode(self, text):
+            return [1, 2]
+
+    with pytest.raises(ValueError, match="tokenizer 'gpt2'"):
+        C.Classifier.load(tmp_path / "c.safetensors", enc=Other())
+
+
+def test_single_class_and_missing_tokenizer_are_clear_errors():
+    recs = [{"text": "a", "label": 1}, {"text": "b", "label": 1}]
+    with pytest.raises(ValueError, match="at least two classes"):
+        C.ClassificationDataset(recs, CharEnc())
+    assert len(C.ClassificationDataset(recs, CharEnc(), single_class_ok=True)) == 2
+    with pytest.raises(ValueError, match="empty"):
+        C.ClassificationDataset([], CharEnc())
+    with pytest.raises(TypeError, match="tokenizer"):
+        C.ClassificationDataset(recs + [{"text": "c", "label": 0}], None)
+    with pytest.raises(ValueError, match="single class"):
+        C.train_probe(torch.randn(4, 3), torch.ones(4, dtype=torch.long))
+
+
+def test_pad_id_is_the_tokenizers_end_of_text():
+    from gptbook.tokenizer import gpt2_encoding
+    recs = [{"text": "hello world, a longer one", "label": 0}, {"text": "hi", "label": 1}]
+    loader = C.classification_loader(recs, batch_size=2, enc=gpt2_encoding())
+    ids, lengths, _ = next(iter(loader))
+    assert ids[1, int(lengths[1]):].eq(50256).all()
+    assert C.pad_id_of(CharEnc()) == 0
+
+
+def test_select_shares_tokens():
+    recs = [{"text": t, "label": i % 2, "group": str(i)} for i, t in enumerate(["abcdef", "ab", "abc", "a"])]
+    ds = C.ClassificationDataset(recs, CharEnc(), max_length=3)
+    sub = ds.select([3, 0])
+    assert sub.labels == [1, 0] and sub.groups == ["3", "0"] and sub.n_truncated == 1
+    assert sub[1][0] is ds[0][0]
+
+
+def test_features_ignore_padding_and_probe_learns():
+    clf = small_clf()
+    recs = [{"text": "x" * n, "label": n % 2} for n in range(3, 13)]
+    ds = C.ClassificationDataset(recs, CharEnc(), max_length=20)
+    feats = C.extract_features(clf.base, C.classification_loader(ds, batch_size=4))
+    for i, (ids, _) in enumerate(ds):
+        with torch.no_grad():
+            h = clf.base.hidden_states(ids[None])[0]
+        torch.testing.assert_close(feats["mean"][i], h.mean(0), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(feats["last"][i], h[-1], atol=1e-5, rtol=1e-5)
+    assert feats["labels"].tolist() == [r["label"] for r in recs]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, generator=g) * torch.tensor([100.0, 1, 1, 1, 1]) + 7
+    y = (x[:, 1] > 7).long()  # separable along a small-scale feature: standardising matters
+    probe = C.train_probe(x, y, epochs=50, seed=1)
+    assert C.probe_accuracy(probe, x, y) > 0.95
+    again = C.train_probe(x, y, epochs=50, seed=1)
+    assert torch.equal(probe.linear.weight, again.linear.weight)  # seeded
+
+
+def test_linear_schedule_warms_up_and_decays():
+    clf = small_clf()
+    C.set_trainable(clf, "head")
+    recs = [{"text": t, "label": i % 2} for i, t in enumerate(["aa", "bb", "ab", "ba"] * 10)]
+    loader = C.classification_loader(recs, batch_size=2, enc=CharEnc())
+    seen = []
+    orig = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return orig(self, *a, **k)
+
+    torch.optim.AdamW.step = spy
+    try:
+        C.train_classifier(clf, loader, epochs=1, lr=1e-2, schedule="linear", progress=False)
+    finally:
+        torch.optim.AdamW.step = orig
+    assert len(seen) == 20 and seen[0] == pytest.approx(1e-2) and seen[-1] < 1.5e-3
+    assert all(a >= b for a, b in zip(seen, seen[1:]))
+    with pytest.raises(ValueError, match="schedule"):
+        C.train_classifier(clf, loader, schedule="cosine")
+
+
+def test_head_lr_gives_the_new_head_its_own_step():
+    clf = small_clf()
+    C.set_trainable(clf, "all")
+    recs = [{"text": t, "label": i % 2} for i, t in enumerate(["aa", "bb", "ab", "ba"] * 4)]
+    loader = C.classification_loader(recs, batch_size=4, enc=CharEnc())
+    before = {k: v.clone() for k, v in clf.state_dict().items()}
+    C.train_classifier(clf, loader, epochs=1, lr=0.0, head_lr=1e-2, progress=False)
+    moved = {k for k, v in clf.state_dict().items() if not torch.equal(before[k], v)}
+    assert moved == {"head.weight", "head.bias"}

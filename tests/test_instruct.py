@@ -1,5 +1,5 @@
 """gptbook.instruct: the generated instruction set, the Alpaca loader, collate's masks, the loss,
-saving a fine-tuned model and respond()."""
+training, respond() with GPT-2's and the book's tokenizer, and the cached fine-tuned model."""
 import json
 import random
 from collections import Counter
@@ -8,11 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gptbook.instruct import (TASKS, InstructionDataset, build_instruction_dataset, check_answer, collate,
-                              format_prompt, instruction_loss, load_alpaca, respond, rhymes, save_alpaca,
-                              split_by_task, summarise, token_f1)
+from gptbook.instruct import (SFT_RECIPE, TASKS, InstructionDataset, build_instruction_dataset,
+                              check_answer, collate, evaluate_instructions, format_prompt,
+                              instruction_loss, load_alpaca, respond, rhymes, save_alpaca, sft_recipe,
+                              sft_splits, split_by_task, summarise, take_per_task, token_f1)
 from gptbook.model import GPTConfig, GPTModel
 from gptbook.tokenizer import gpt2_encoding
+from gptbook.train import load_tokenizer
 
 EOT = 50256
 
@@ -107,6 +109,22 @@ def test_checkers_are_task_aware(data):
     assert check_answer(plain, "paris") and not check_answer(plain, "Rome")
 
 
+def test_well_formed_checks_the_form_not_the_content(data):
+    from gptbook.instruct import well_formed
+
+    assert all(well_formed(ex, ex["output"]) for ex in data)  # every reference is well formed
+    ask = lambda task: {"task": task, "instruction": "x", "input": "", "output": ""}
+    assert well_formed(ask("sotu_year"), "1066") and not well_formed(ask("sotu_year"), "it was 1066")
+    assert well_formed(ask("spam"), "No.") and not well_formed(ask("spam"), "maybe")
+    assert well_formed(ask("first_word"), "Yet") and not well_formed(ask("first_word"), "Yet we")
+    assert well_formed(ask("uppercase"), "WE ARE.") and not well_formed(ask("uppercase"), "We are.")
+    assert well_formed(ask("lowercase"), "we are.") and not well_formed(ask("lowercase"), "12")
+    assert well_formed(ask("alphabetical"), "a, b") and not well_formed(ask("alphabetical"), "a b")
+    assert well_formed(ask("unit_conversion"), "12 feet") and well_formed(ask("unit_conversion"), "12")
+    assert not well_formed(ask("unit_conversion"), "feet")
+    assert well_formed({"instruction": "x", "output": "y"}, "z") and not well_formed({"output": "y"}, " ")
+
+
 def test_token_f1():
     assert token_f1("The cat.", "the cat") == 1.0
     assert token_f1("a b c d", "a b") == pytest.approx(2 * 0.5 * 1.0 / 1.5)
@@ -169,10 +187,11 @@ def test_format_prompt_and_dataset_boundaries(data):
     with_input = next(ex for ex in data if ex["input"])
     no_input = next(ex for ex in data if not ex["input"])
     assert "### Input:" in format_prompt(with_input) and "### Input:" not in format_prompt(no_input)
-    assert format_prompt(no_input).endswith("### Answer:\n") and no_input["instruction"] in format_prompt(no_input)
+    assert format_prompt(no_input).endswith("### Answer:") and no_input["instruction"] in format_prompt(no_input)
     ds = InstructionDataset([with_input, no_input], enc)
     for (ids, n_prompt), ex in zip(ds, [with_input, no_input]):
-        assert enc.decode(ids[:n_prompt]) == format_prompt(ex) and enc.decode(ids[n_prompt:]) == ex["output"]
+        assert enc.decode(ids[:n_prompt]) == format_prompt(ex)
+        assert enc.decode(ids[n_prompt:]) == " " + ex["output"]
     short = InstructionDataset([with_input, no_input], enc, max_length=len(ds[1][0]) - 1)
     assert len(short) + short.n_dropped == 2 and short.n_dropped >= 1
 
@@ -208,13 +227,15 @@ def test_collate_truncates_and_accepts_plain_lists():
     inputs, targets = collate([[5, 6, 7], torch.tensor([8])], pad_id=0, ignore_index=-1)
     assert inputs.tolist() == [[5, 6, 7], [8, 0, 0]] and targets.tolist() == [[6, 7, 0], [0, -1, -1]]
     with pytest.raises(ValueError, match="non-empty"):
-        collate([])
+        collate([], pad_id=0)
     with pytest.raises(ValueError, match="no tokens"):
-        collate([[1, 2], []])
+        collate([[1, 2], []], pad_id=0)
     with pytest.raises(ValueError, match="prompt length"):
-        collate([([1, 2], 3)])
+        collate([([1, 2], 3)], pad_id=0)
     with pytest.raises(ValueError, match="max_length"):
-        collate([[1, 2]], max_length=0)
+        collate([[1, 2]], pad_id=0, max_length=0)
+    with pytest.raises(TypeError):
+        collate([[1, 2]])  # no default padding id: it must be the model's tokenizer's
 
 
 def test_instruction_loss_equals_masked_cross_entropy(small_model):
@@ -242,6 +263,7 @@ def test_finetune_lowers_the_loss_and_round_trips_through_a_checkpoint(tmp_path,
     assert len(ds) == 24
     before = example_losses(model, ds)
     hist = finetune(model, ds, ds, epochs=2, batch_size=8, lr=3e-3, eval_every=3, progress=False)
+    assert ds.pad_id == EOT
     after = example_losses(model, ds)
     mean = lambda pairs: sum(s for s, _ in pairs) / sum(c for _, c in pairs)
     assert len(hist["train_loss"]) == 6 and hist["val_step"] == [0, 3, 6]
@@ -252,8 +274,8 @@ def test_finetune_lowers_the_loss_and_round_trips_through_a_checkpoint(tmp_path,
     x = torch.tensor([ds[0][0]])
     assert torch.equal(reloaded(x), model(x))
     q = examples[0]
-    assert respond(reloaded, q["instruction"], q["input"], enc, max_new_tokens=8) == \
-        respond(model, q["instruction"], q["input"], enc, max_new_tokens=8)
+    assert respond(reloaded, enc, q["instruction"], q["input"], max_new_tokens=8) == \
+        respond(model, enc, q["instruction"], q["input"], max_new_tokens=8)
 
 
 class _Scripted(torch.nn.Module):
@@ -279,31 +301,152 @@ def test_respond_stops_at_end_of_text():
     hello, world = enc.encode_ordinary(" hello")[0], enc.encode_ordinary(" world")[0]
     model = _Scripted([hello, world, EOT, hello])
     model.n_calls = 0
-    answer = respond(model, "Say something.", enc=enc, max_new_tokens=10, use_cache=False)
+    answer = respond(model, enc, "Say something.", max_new_tokens=10, use_cache=False)
     assert isinstance(answer, str) and answer == "hello world"
     model = _Scripted([EOT, hello, EOT])  # an end-of-text first is ruled out: the next best token is taken
     model.n_calls = 0
-    assert respond(model, "Say something.", enc=enc, max_new_tokens=10, use_cache=False) != ""
+    assert respond(model, enc, "Say something.", max_new_tokens=10, use_cache=False) != ""
     model.n_calls = 0
-    assert respond(model, "Say something.", enc=enc, max_new_tokens=10, min_new_tokens=0, use_cache=False) == ""
+    assert respond(model, enc, "Say something.", max_new_tokens=10, min_new_tokens=0, use_cache=False) == ""
     with pytest.raises(ValueError, match="instruction"):
-        respond(model, "  ", enc=enc)
+        respond(model, enc, "  ")
 
 
 def test_respond_with_a_real_model_returns_text(small_model):
     enc = gpt2_encoding()
-    out = respond(small_model, "What is 2 + 2?", enc=enc, max_new_tokens=5)
+    out = respond(small_model, enc, "What is 2 + 2?", max_new_tokens=5)
     assert isinstance(out, str) and "<|endoftext|>" not in out
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    assert respond(small_model, "Hi.", enc=enc, max_new_tokens=6, temperature=1.0, generator=g1) == \
-        respond(small_model, "Hi.", enc=enc, max_new_tokens=6, temperature=1.0, generator=g2)
+    assert respond(small_model, enc, "Hi.", max_new_tokens=6, temperature=1.0, generator=g1) == \
+        respond(small_model, enc, "Hi.", max_new_tokens=6, temperature=1.0, generator=g2)
 
 
 def test_summarise_groups_by_task():
-    rows = [{"task": "spam", "exact": True, "f1": 1.0, "nll": 2.0, "tokens": 2},
-            {"task": "spam", "exact": False, "f1": 0.0, "nll": 6.0, "tokens": 2},
-            {"task": "arithmetic", "exact": True, "f1": 1.0, "nll": 1.0, "tokens": 4}]
+    rows = [{"task": "spam", "exact": True, "form": True, "f1": 1.0, "nll": 2.0, "tokens": 2},
+            {"task": "spam", "exact": False, "form": False, "f1": 0.0, "nll": 6.0, "tokens": 2},
+            {"task": "arithmetic", "exact": True, "form": True, "f1": 1.0, "nll": 1.0, "tokens": 4}]
     s = summarise(rows)
     assert list(s) == ["spam", "arithmetic", "all"]
-    assert s["spam"] == {"n": 2, "exact": 0.5, "f1": 0.5, "loss": 2.0}
+    assert s["spam"] == {"n": 2, "exact": 0.5, "form": 0.5, "f1": 0.5, "loss": 2.0}
     assert s["all"]["loss"] == pytest.approx(9.0 / 8) and s["all"]["exact"] == pytest.approx(2 / 3)
+
+
+# --- the book's tokenizer: no GPT-2 id anywhere ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def book_enc():
+    return load_tokenizer("book")
+
+
+@pytest.fixture(scope="module")
+def book_model(book_enc):
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=book_enc.n_vocab, context_length=96, d_model=32, n_heads=2,
+                    n_layers=1, dropout=0.0)
+    return GPTModel(cfg).eval()
+
+
+def test_the_book_tokenizer_pads_and_stops_with_its_own_end_of_text(data, book_enc, book_model):
+    from gptbook.instruct import example_losses
+
+    eot = book_enc.eot_token
+    assert eot != EOT and eot < book_enc.n_vocab
+    examples = [ex for ex in data if ex["task"] in ("first_word", "arithmetic")][:6]
+    ds = InstructionDataset(examples, book_enc, max_length=96)
+    assert ds.pad_id == eot
+    for (ids, n_prompt), ex in zip(ds, examples):
+        assert book_enc.decode(ids[:n_prompt]) == format_prompt(ex)
+        assert book_enc.decode(ids[n_prompt:]) == " " + ex["output"] and max(ids) < book_enc.n_vocab
+    inputs, targets = collate([ds[i] for i in range(len(ds))], ds.pad_id, mask_prompt=True)
+    assert (targets == eot).sum(1).tolist() == [1] * len(ds)  # one end-of-text target each
+    assert len(example_losses(book_model, ds)) == len(ds)
+    rows = evaluate_instructions(book_model, book_enc, examples)
+    assert [r["task"] for r in rows] == [ex["task"] for ex in examples]
+    assert all(isinstance(r["prediction"], str) and "<|endoftext|>" not in r["prediction"] for r in rows)
+
+
+def test_respond_stops_at_the_book_end_of_text(book_enc):
+    the = book_enc.encode_ordinary(" the")[0]
+    model = _Scripted([the, the, book_enc.eot_token, the])
+    model.cfg = GPTConfig(vocab_size=book_enc.n_vocab, context_length=512, d_model=8, n_heads=1,
+                          n_layers=1)
+    model.n_calls = 0
+    assert respond(model, book_enc, "Say something.", max_new_tokens=10, use_cache=False) == "the the"
+
+
+def test_a_tokenizer_without_end_of_text_is_refused(data):
+    class NoEnd:
+        def encode(self, text):
+            return [1, 2]
+
+    with pytest.raises(ValueError, match="end-of-text"):
+        InstructionDataset(data[:2], NoEnd())
+
+
+def test_sft_splits_take_the_recipe_counts_and_keep_test_apart():
+    recipe = dict(SFT_RECIPE, n_per_task=30, train_per_task={"arithmetic": 5, "spam": 7},
+                  val_per_task=2, test_per_task=3)
+    train, val, test = sft_splits(recipe)
+    assert Counter(ex["task"] for ex in train) == {"arithmetic": 5, "spam": 7}
+    assert Counter(ex["task"] for ex in val) == {"arithmetic": 2, "spam": 2}
+    assert Counter(ex["task"] for ex in test) == {t: 3 for t in TASKS}
+    key = lambda ex: (ex["task"], ex["instruction"], ex["input"])
+    assert not {key(e) for e in train} & {key(e) for e in val + test}
+    assert take_per_task(train, 1) == [next(e for e in train if e["task"] == t)
+                                       for t in dict.fromkeys(e["task"] for e in train)]
+    assert take_per_task(train, None) == train and take_per_task(train, {"spam": 2}) == \
+        [e for e in train if e["task"] == "spam"][:2]
+    assert sft_recipe("gpt2")["lr"] < sft_recipe("book")["lr"] == SFT_RECIPE["lr"]
+    with pytest.raises(ValueError, match="base"):
+        sft_recipe("llama")
+
+
+def test_counts_per_task(data):
+    mixed = build_instruction_dataset(seed=7, n_per_task={"spam": 10, "arithmetic": 30})
+    assert [ex["task"] for ex in mixed] == ["spam"] * 10 + ["arithmetic"] * 30  # TASKS order
+    assert mixed[10:] == [ex for ex in data if ex["task"] == "arithmetic"]
+    assert mixed[:10] == [ex for ex in data if ex["task"] == "spam"][:10]
+    with pytest.raises(ValueError, match="positive"):
+        build_instruction_dataset(n_per_task={"spam": 0})
+    with pytest.raises(ValueError, match="unknown task"):
+        build_instruction_dataset(n_per_task={"poetry": 3})
+
+
+# --- the cached instruction-tuned model for later chapters -----------------------------------------------
+
+TINY_RECIPE = dict(SFT_RECIPE, n_per_task={"arithmetic": 20}, train_per_task=4,
+                   val_per_task=2, test_per_task=1, epochs=1, batch_size=4, warmup_steps=1)
+
+
+def test_finetuned_model_trains_once_then_loads(tmp_path, monkeypatch):
+    import gptbook.instruct as instruct
+
+    monkeypatch.setenv("GPTBOOK_CHECKPOINTS", str(tmp_path))
+    path = instruct.finetuned_path("book", TINY_RECIPE)
+    assert path.parent == tmp_path and not path.exists()
+    model, enc = instruct.finetuned_model("cpu", "book", TINY_RECIPE)
+    assert path.exists() and not model.training and enc.eot_token == enc.n_vocab - 1
+    calls = []
+    monkeypatch.setattr(instruct, "train_sft", lambda *a, **k: calls.append(1))
+    again, _ = instruct.finetuned_model("cpu", "book", TINY_RECIPE)  # loaded, not trained
+    assert calls == [] and all(torch.equal(a, b) for a, b in
+                               zip(model.state_dict().values(), again.state_dict().values()))
+    assert instruct.finetuned_path("book", dict(TINY_RECIPE, lr=1e-4)) != path  # keyed by recipe
+    with pytest.raises(ValueError, match="another recipe"):
+        instruct.load_finetuned(path, recipe=dict(TINY_RECIPE, lr=1e-4))
+
+
+def test_a_damaged_or_foreign_cache_file_is_refused_and_retrained(tmp_path, monkeypatch):
+    import gptbook.instruct as instruct
+    from gptbook.base import base_dir
+
+    monkeypatch.setenv("GPTBOOK_CHECKPOINTS", str(tmp_path))
+    with pytest.raises(ValueError, match="not a gptbook instruction-tuned model"):
+        instruct.load_finetuned(base_dir() / "model.safetensors")
+    path = instruct.finetuned_path("book", TINY_RECIPE)
+    path.write_bytes(b"\x00" * 3)
+    with pytest.raises(ValueError, match="safetensors"):
+        instruct.load_finetuned(path)
+    with pytest.warns(UserWarning, match="fine-tuning again"):
+        model, _ = instruct.finetuned_model("cpu", "book", TINY_RECIPE)
+    assert isinstance(instruct.load_finetuned(path, recipe=TINY_RECIPE), GPTModel)

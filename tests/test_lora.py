@@ -189,6 +189,42 @@ def test_save_and_load_only_the_adapter(tmp_path):
         load_lora(other, state)
 
 
+def test_adapter_file_knows_its_base_model(tmp_path):
+    model = apply_lora(WithHead(), r=4, trainable=("head",))
+    randomize_b(model)
+    path = tmp_path / "adapter.safetensors"
+    save_lora(model, path)
+    assert path.read_bytes()[8:9] == b"{"  # safetensors, not a pickle
+    same_base = reset_lora(copy.deepcopy(model))
+    load_lora(same_base, path)  # the same frozen weights: accepted
+    other_base = copy.deepcopy(model)
+    with torch.no_grad():
+        other_base.base.tok_emb.weight.add_(1e-3)  # another base model, same shapes
+    before = {n: p.clone() for n, p in other_base.named_parameters()}
+    with pytest.raises(ValueError, match="different base model") as err:
+        load_lora(other_base, path)
+    assert "\n" not in str(err.value)
+    assert all(torch.equal(before[n], p) for n, p in other_base.named_parameters())  # untouched
+    with pytest.warns(UserWarning, match="different base model"):
+        load_lora(other_base, path, check_base=False)
+    assert torch.equal(other_base.head.weight, model.head.weight)  # loaded after the warning
+    wrong_alpha = apply_lora(WithHead(), r=4, alpha=3, trainable=("head",))
+    with pytest.raises(ValueError, match="alpha"):
+        load_lora(wrong_alpha, path)
+    merge_lora(model)
+    with pytest.raises(RuntimeError, match="unmerge"):
+        save_lora(model, tmp_path / "merged.safetensors")
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not an adapter", b"\x80\x04K\x01."])
+def test_foreign_adapter_file_is_one_clear_error(tmp_path, content):
+    path = tmp_path / "adapter.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="is not a LoRA adapter") as err:
+        load_lora(apply_lora(WithHead(), r=4, trainable=("head",)), path)
+    assert "\n" not in str(err.value)
+
+
 # --- the proof against peft --------------------------------------------------------------------
 
 @pytest.mark.parametrize("targets, r, alpha", [(DEFAULT_TARGETS, 4, 8), (("attn.qkv", "attn.out_proj"), 1, 3),

@@ -11,8 +11,8 @@ import torch
 
 from gptbook.model import GPTConfig, GPTModel
 from gptbook.prompt_tuning import (MultiTaskPromptClassifier, PromptClassifier, PromptTunedModel, SoftPrompt,
-                                   fit_to_context, label_token_ids, load_prompt, prepend_prompt,
-                                   prompted_last_hidden, save_prompt)
+                                   append_suffix, fit_to_context, label_token_ids, load_prompt,
+                                   pick_label_words, prepend_prompt, prompted_last_hidden, save_prompt)
 from gptbook.tokenizer import gpt2_encoding
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,16 +158,76 @@ def test_label_token_ids():
         label_token_ids(enc, [" spam", " spam"])
 
 
+def test_verbalizer_words_are_single_tokens_of_the_books_bpe():
+    from gptbook.train import load_tokenizer
+    book, gpt2 = load_tokenizer("book"), gpt2_encoding()
+    assert len(book.encode_ordinary(" ham")) == 2  # why the candidates matter
+    candidates = [(" ham", " mail", " good"), (" spam", " junk")]
+    assert pick_label_words(gpt2, candidates) == [" ham", " spam"]
+    words = pick_label_words(book, candidates)
+    assert words == [" mail", " spam"]
+    ids = label_token_ids(book, words)
+    assert all(0 <= i < book.n_vocab for i in ids) and [book.decode([i]) for i in ids] == words
+    assert pick_label_words(book, [(" spam",), (" spam", " mail")]) == [" spam", " mail"]  # not taken twice
+    with pytest.raises(ValueError, match="class 1"):
+        pick_label_words(book, [(" mail",), (" unsubscribeable", " hobby")])
+
+
 def test_save_and_load_prompt(base, tmp_path):
     clf = PromptClassifier(base, prompt(), [4, 8])
-    n = save_prompt(clf, tmp_path / "task.pt", ["a", "b"])
-    assert n == 4 * CFG.d_model
-    again = load_prompt(tmp_path / "task.pt", base)
+    path = tmp_path / "task.safetensors"
+    n = save_prompt(clf, path, ["a", "b"])
+    assert n == 4 * CFG.d_model and path.read_bytes()[8:9] == b"{"  # safetensors, not a pickle
+    again = load_prompt(path, base)
     ids, lengths = padded([[1, 2, 3], [4]])
     assert torch.equal(again(ids, lengths), clf(ids, lengths))
     torch.save({"x": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a soft prompt"):
         load_prompt(tmp_path / "other.pt", base)
+    torch.manual_seed(5)
+    other_base = GPTModel(CFG).eval()
+    with pytest.raises(ValueError, match="different base model") as err:
+        load_prompt(path, other_base)
+    assert "\n" not in str(err.value)
+    with pytest.warns(UserWarning, match="different base model"):
+        load_prompt(path, other_base, check_base=False)
+    damaged = bytearray(path.read_bytes())
+    damaged[-3] ^= 0x40
+    (tmp_path / "damaged.safetensors").write_bytes(damaged)
+    with pytest.raises(ValueError, match="damaged"):
+        load_prompt(tmp_path / "damaged.safetensors", base)
+
+
+def test_suffix_is_written_after_each_texts_last_token(base):
+    clf = PromptClassifier(base, prompt(), [4, 8], suffix_ids=[7, 9, 11])
+    plain = PromptClassifier(base, clf.prompt, [4, 8])
+    rows = [[1, 2, 3], [4]]
+    ids, lengths = padded(rows, pad=5)
+    batched = clf(ids, lengths)
+    for i, r in enumerate(rows):  # the same as the text with the suffix typed after it
+        torch.testing.assert_close(batched[i], plain(torch.tensor([r + [7, 9, 11]]))[0], atol=1e-5, rtol=1e-5)
+    out, new = append_suffix(ids, lengths, torch.tensor([[7, 9, 11], [6, 0, 0]]), torch.tensor([3, 1]))
+    assert out[0, :6].tolist() == [1, 2, 3, 7, 9, 11] and out[1, :2].tolist() == [4, 6]
+    assert new.tolist() == [6, 2]
+    assert clf.max_input_tokens == CFG.context_length - 4 - 3
+    long_ids = torch.arange(1, 41)[None]  # longer than the context: cut so that the suffix fits
+    torch.testing.assert_close(clf(long_ids)[0], plain(torch.tensor([list(range(1, 26)) + [7, 9, 11]]))[0],
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="suffix_ids"):
+        PromptClassifier(base, prompt(), [4, 8], suffix_ids=[CFG.vocab_size])
+
+
+def test_mixed_tasks_with_different_suffixes(base):
+    a = PromptClassifier(base, prompt(seed=1), [4, 8], suffix_ids=[7, 9])
+    b = PromptClassifier(base, prompt(seed=2), [3, 5, 6], suffix_ids=[11])
+    multi = MultiTaskPromptClassifier({"a": a, "b": b})
+    ids, lengths = padded([[1, 2, 3], [4, 5], [6]])
+    with torch.no_grad():
+        out = multi(ids, lengths, ["a", "b", "a"])
+        for row, (task, clf) in enumerate([("a", a), ("b", b), ("a", a)]):
+            alone = clf(ids[row:row + 1], lengths[row:row + 1])[0]
+            torch.testing.assert_close(out[row, :clf.num_classes], alone, atol=1e-5, rtol=1e-5)
+    assert torch.isinf(out[0, 2]) and torch.isinf(out[2, 2])
 
 
 # ---------------------------------------------------------------- mixed-task inference
