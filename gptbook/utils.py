@@ -43,11 +43,17 @@ def get_device(prefer: str | None = None) -> torch.device:
 
 def seed_everything(seed: int = 123) -> torch.Generator:
     """Seed Python's, NumPy's and PyTorch's generators (all devices); return a seeded
-    CPU generator."""
+    CPU generator.
+
+    It also sets ``PYTHONHASHSEED``, which fixes string hashing (and so the order of
+    sets of strings) in the *child* processes started afterwards (data-loader workers,
+    ``torchrun``). The running interpreter read that variable when it started, so its
+    own hashing does not change: set it before starting Python to fix that too.
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-    os.environ["PYTHONHASHSEED"] = str(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)  # for child processes only (see above)
     return torch.Generator().manual_seed(seed)
 
 
