@@ -6,6 +6,7 @@ __all__ = ['BOOK_CORPORA', 'BASE_RECIPE', 'base_dir', 'train_book_tokenizer', 'e
 
 """The book's base model: its tokenizer, its recipe, and the files in ``data/base``."""
 
+
 import csv
 import hashlib
 import json
@@ -20,19 +21,44 @@ import torch
 from gptbook.corpora import data_dir, write_data_sums
 from gptbook.model import GPTConfig, GPTModel, read_safetensors, write_safetensors
 from gptbook.tokenizer import END_OF_TEXT, ByteLevelBPE
-from gptbook.train import (TrainConfig, bits_per_byte, bytes_per_token, load_tokenizer, prepare_corpus,
-                           pretraining_documents, read_checkpoint, unigram_loss)
+from gptbook.train import (
+    TrainConfig,
+    bits_per_byte,
+    bytes_per_token,
+    load_tokenizer,
+    prepare_corpus,
+    pretraining_documents,
+    read_checkpoint,
+    unigram_loss,
+)
 from gptbook.data import load_tokens
 
 #: Every training text the book ships (see `pretraining_documents`).
 BOOK_CORPORA = "sotu,austen,kjv,moby_dick,spam_train,brown_train"
 
-#: How the base model in ``data/base`` was trained: ``gptbook-train --config data/base/recipe.json``.
-BASE_RECIPE = TrainConfig(model="book", tokenizer="book", data=BOOK_CORPORA, batch_size=16,
-                          max_steps=6000, lr=2.5e-3, warmup_steps=200, min_lr_ratio=0.1,
-                          weight_decay=0.1, grad_clip=1.0, eval_interval=250, eval_batches=16,
-                          sample_interval=1000, sample_prompt="My fellow citizens,", save_interval=250,
-                          out_dir="runs/base", device="cpu", dtype="float32", seed=1337)
+#: How the base model in ``data/base`` was trained: ``gptbook-train --config
+#: data/base/recipe.json``.
+BASE_RECIPE = TrainConfig(
+    model="book",
+    tokenizer="book",
+    data=BOOK_CORPORA,
+    batch_size=16,
+    max_steps=6000,
+    lr=2.5e-3,
+    warmup_steps=200,
+    min_lr_ratio=0.1,
+    weight_decay=0.1,
+    grad_clip=1.0,
+    eval_interval=250,
+    eval_batches=16,
+    sample_interval=1000,
+    sample_prompt="My fellow citizens,",
+    save_interval=250,
+    out_dir="runs/base",
+    device="cpu",
+    dtype="float32",
+    seed=1337,
+)
 
 
 def base_dir() -> Path:
@@ -41,7 +67,8 @@ def base_dir() -> Path:
 
 
 def train_book_tokenizer(vocab_size: int = 4096) -> ByteLevelBPE:
-    """The book's BPE, learned from the training documents of :data:`BOOK_CORPORA` (a few seconds)."""
+    """The book's BPE, learned from the training documents of :data:`BOOK_CORPORA` (a
+    few seconds)."""
     train_docs, _ = pretraining_documents(BOOK_CORPORA)
     return ByteLevelBPE.train(END_OF_TEXT.join(train_docs), vocab_size=vocab_size)
 
@@ -59,11 +86,18 @@ def _sha256(path: Path) -> str:
 
 
 def _check_sums(folder: Path, names: list[str]) -> None:
-    """Compare files with ``SHA256SUMS`` in ``folder`` once per process; a mismatch is one clear error."""
+    """Compare files with ``SHA256SUMS`` in ``folder`` once per process; a mismatch is
+    one clear error."""
     sums_file = folder / "SHA256SUMS"
     if not sums_file.exists():
-        raise FileNotFoundError(f"{sums_file} is missing: the base model's files cannot be verified")
-    sums = dict(reversed(line.split(maxsplit=1)) for line in sums_file.read_text().splitlines() if line)
+        raise FileNotFoundError(
+            f"{sums_file} is missing: the base model's files cannot be verified"
+        )
+    sums = dict(
+        reversed(line.split(maxsplit=1))
+        for line in sums_file.read_text().splitlines()
+        if line
+    )
     for name in names:
         path = folder / name
         if str(path) in _verified:
@@ -71,19 +105,28 @@ def _check_sums(folder: Path, names: list[str]) -> None:
         if name not in sums:
             raise ValueError(f"{sums_file} has no checksum for {name}")
         if _sha256(path) != sums[name]:
-            raise ValueError(f"{path} is corrupt or was changed: its sha256 does not match {sums_file}")
+            raise ValueError(
+                f"{path} is corrupt or was changed: its sha256 does not match "
+                f"{sums_file}"
+            )
         _verified.add(str(path))
 
 
-def export_base(checkpoint: str | os.PathLike, folder: str | os.PathLike | None = None,
-                eval_batches: int = 64) -> dict:
-    """Turn a `gptbook-train` checkpoint of the base recipe into the shipped files in ``folder``.
+def export_base(
+    checkpoint: str | os.PathLike,
+    folder: str | os.PathLike | None = None,
+    eval_batches: int = 64,
+) -> dict:
+    """Turn a `gptbook-train` checkpoint of the base recipe into the shipped files in
+    ``folder``.
 
     Writes ``model.safetensors`` (float16 weights and the model's config as metadata),
-    ``recipe.json``, ``train_log.csv`` (step, loss, lr, tokens/s), ``eval_log.csv`` (step, validation
-    loss and bits per byte), ``metrics.json`` and ``SHA256SUMS``. Returns the metrics.
+    ``recipe.json``, ``train_log.csv`` (step, loss, lr, tokens/s), ``eval_log.csv``
+    (step, validation loss and bits per byte), ``metrics.json`` and ``SHA256SUMS``.
+    Returns the metrics.
     """
     from gptbook.train import Trainer
+
     folder = Path(folder) if folder is not None else base_dir()
     folder.mkdir(parents=True, exist_ok=True)
     state = read_checkpoint(checkpoint)
@@ -92,46 +135,91 @@ def export_base(checkpoint: str | os.PathLike, folder: str | os.PathLike | None 
     trainer.raw_model.load_state_dict(state["model"])
     val = trainer.evaluate(batches=eval_batches)
     bpt = trainer.val_bytes_per_token
-    unigram = unigram_loss(trainer.train_tokens, trainer.val_tokens, trainer.model_config.vocab_size)
+    unigram = unigram_loss(
+        trainer.train_tokens, trainer.val_tokens, trainer.model_config.vocab_size
+    )
     model = trainer.raw_model
-    tensors = {k: v.half() for k, v in model.state_dict().items() if k != "out_head.weight" or not model.cfg.tie_weights}
-    meta = {"format": _BASE_FORMAT, "config": json.dumps(model.cfg.to_dict()), "step": str(state["step"]),
-            "recipe": json.dumps(cfg.to_dict())}
+    tensors = {
+        k: v.half()
+        for k, v in model.state_dict().items()
+        if k != "out_head.weight" or not model.cfg.tie_weights
+    }
+    meta = {
+        "format": _BASE_FORMAT,
+        "config": json.dumps(model.cfg.to_dict()),
+        "step": str(state["step"]),
+        "recipe": json.dumps(cfg.to_dict()),
+    }
     write_safetensors(tensors, folder / "model.safetensors", meta)
     (folder / "recipe.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
     h = state["history"]
     with open(folder / "train_log.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["step", "loss", "lr", "tokens_per_s"])
-        w.writerows(zip(h["step"], (f"{x:.4f}" for x in h["loss"]), (f"{x:.3e}" for x in h["lr"]),
-                        (f"{x:.0f}" for x in h["tokens_per_s"])))
+        w.writerows(
+            zip(
+                h["step"],
+                (f"{x:.4f}" for x in h["loss"]),
+                (f"{x:.3e}" for x in h["lr"]),
+                (f"{x:.0f}" for x in h["tokens_per_s"]),
+            )
+        )
     with open(folder / "eval_log.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["step", "val_loss", "val_bpb"])
-        w.writerows(zip(h["eval_step"], (f"{x:.4f}" for x in h["val_loss"]), (f"{x:.4f}" for x in h["val_bpb"])))
-    metrics = {"step": state["step"], "tokens_seen": state["step"] * trainer.tokens_per_step,
-               "parameters": sum(p.numel() for p in tensors.values()),
-               "val_loss": round(val, 4), "val_bpb": round(bits_per_byte(val, bpt), 4),
-               "unigram_val_loss": round(unigram, 4), "unigram_val_bpb": round(bits_per_byte(unigram, bpt), 4),
-               "val_bytes_per_token": round(bpt, 4), "eval_batches": eval_batches,
-               "samples": h.get("samples", []), "command": "gptbook-train --config data/base/recipe.json"}
+        w.writerows(
+            zip(
+                h["eval_step"],
+                (f"{x:.4f}" for x in h["val_loss"]),
+                (f"{x:.4f}" for x in h["val_bpb"]),
+            )
+        )
+    metrics = {
+        "step": state["step"],
+        "tokens_seen": state["step"] * trainer.tokens_per_step,
+        "parameters": sum(p.numel() for p in tensors.values()),
+        "val_loss": round(val, 4),
+        "val_bpb": round(bits_per_byte(val, bpt), 4),
+        "unigram_val_loss": round(unigram, 4),
+        "unigram_val_bpb": round(bits_per_byte(unigram, bpt), 4),
+        "val_bytes_per_token": round(bpt, 4),
+        "eval_batches": eval_batches,
+        "samples": h.get("samples", []),
+        "command": "gptbook-train --config data/base/recipe.json",
+    }
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    names = ["model.safetensors", "tokenizer.json", "recipe.json", "train_log.csv", "eval_log.csv", "metrics.json"]
-    (folder / "SHA256SUMS").write_text("".join(f"{_sha256(folder / n)}  {n}\n" for n in names))
-    if folder.resolve() == (data_dir() / "base").resolve():  # keep data/SHA256SUMS in step
+    names = [
+        "model.safetensors",
+        "tokenizer.json",
+        "recipe.json",
+        "train_log.csv",
+        "eval_log.csv",
+        "metrics.json",
+    ]
+    (folder / "SHA256SUMS").write_text(
+        "".join(f"{_sha256(folder / n)}  {n}\n" for n in names)
+    )
+    if (
+        folder.resolve() == (data_dir() / "base").resolve()
+    ):  # keep data/SHA256SUMS in step
         write_data_sums(data_dir(), [f"base/{n}" for n in names + ["SHA256SUMS"]])
     return metrics
 
 
-def load_base(device: torch.device | str = "cpu", folder: str | os.PathLike | None = None) -> GPTModel:
-    """The book's pre-trained base model from ``data/base`` (float32, eval mode), checksums verified."""
+def load_base(
+    device: torch.device | str = "cpu", folder: str | os.PathLike | None = None
+) -> GPTModel:
+    """The book's pre-trained base model from ``data/base`` (float32, eval mode),
+    checksums verified."""
     folder = Path(folder) if folder is not None else base_dir()
     _check_sums(folder, ["model.safetensors", "tokenizer.json"])
     path = folder / "model.safetensors"
     tensors = read_safetensors(path)
     meta = _safetensors_metadata(path)
     if meta.get("format") != _BASE_FORMAT:
-        raise ValueError(f"{path} is not a gptbook base model (format {meta.get('format')!r})")
+        raise ValueError(
+            f"{path} is not a gptbook base model (format {meta.get('format')!r})"
+        )
     model = GPTModel(GPTConfig(**json.loads(meta["config"])))
     state = {k: v.float() for k, v in tensors.items()}
     if model.cfg.tie_weights:
@@ -148,36 +236,45 @@ def base_metrics(folder: str | os.PathLike | None = None) -> dict:
 
 def _safetensors_metadata(path: Path) -> dict:
     import struct
+
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
         return json.loads(f.read(n)).get("__metadata__", {})
 
 
 def is_online(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub can be reached. ``GPTBOOK_ONLINE=1`` or ``0`` decides instead."""
+    """Whether the Hugging Face hub can be reached. ``GPTBOOK_ONLINE=1`` or ``0``
+    decides instead."""
     forced = os.environ.get("GPTBOOK_ONLINE")
     if forced in ("0", "1"):
         return forced == "1"
     import concurrent.futures
+
     def connect() -> bool:
         with socket.create_connection((host, 443), timeout=timeout):
             return True
+
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
-        return pool.submit(connect).result(timeout=timeout)  # bounds the name lookup too
+        return pool.submit(connect).result(
+            timeout=timeout
+        )  # bounds the name lookup too
     except Exception:
         return False
     finally:
         pool.shutdown(wait=False)
 
 
-def pick_base(which: str = "auto", device: torch.device | str = "cpu", verbose: bool = True):
+def pick_base(
+    which: str = "auto", device: torch.device | str = "cpu", verbose: bool = True
+):
     """The model the fine-tuning chapters start from, its tokenizer, and its name.
 
-    ``which`` is ``"gpt2"`` (OpenAI's GPT-2 small from the hub, 124M parameters, a 548 MB download),
-    ``"book"`` (the book's base model in ``data/base``, offline) or ``"auto"``: GPT-2 small when the
-    hub can be reached (`is_online`, e.g. on Colab), else the book's model. ``GPTBOOK_BASE`` set to
-    ``gpt2`` or ``book`` overrides ``"auto"``. Prints which model it picked.
+    ``which`` is ``"gpt2"`` (OpenAI's GPT-2 small from the hub, 124M parameters, a 548
+    MB download), ``"book"`` (the book's base model in ``data/base``, offline) or
+    ``"auto"``: GPT-2 small when the hub can be reached (`is_online`, e.g. on Colab),
+    else the book's model. ``GPTBOOK_BASE`` set to ``gpt2`` or ``book`` overrides
+    ``"auto"``. Prints which model it picked.
     """
     if which == "auto":
         which = os.environ.get("GPTBOOK_BASE") or ("gpt2" if is_online() else "book")

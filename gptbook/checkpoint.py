@@ -53,7 +53,7 @@ def plain(obj, where: str = "state"):
         return obj.item()
     if isinstance(obj, np.ndarray):
         # torch lacks most unsigned types
-        unsigned = (obj.dtype.kind == "u" and obj.dtype.itemsize > 1)
+        unsigned = obj.dtype.kind == "u" and obj.dtype.itemsize > 1
         return torch.from_numpy(
             np.array(obj, dtype=np.int64 if unsigned else obj.dtype)
         )
@@ -283,7 +283,7 @@ def _resolve(path: str | os.PathLike) -> Path:
             "it",
         )
     # "final.pt" from an older habit
-    if (not path.exists() and checkpoint_path(path).exists()):
+    if not path.exists() and checkpoint_path(path).exists():
         path = checkpoint_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -555,5 +555,5 @@ def convert_main(argv: list[str] | None = None) -> Path:
 
 
 # python -m gptbook.checkpoint
-if (__name__ == "__main__" and "ipykernel" not in sys.modules):
+if __name__ == "__main__" and "ipykernel" not in sys.modules:
     convert_main()

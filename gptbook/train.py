@@ -412,6 +412,7 @@ class TrainConfig:
     tf32: bool = True
     fused_adamw: str = "auto"  # auto | on | off
     fused_loss: str = "auto"  # auto (on for float32 on one CPU process) | on | off
+    parallel: str = "ddp"  # under torchrun: ddp (replicate) | fsdp (shard, FSDP2)
     seed: int = 1337
 
     def __post_init__(self):
@@ -425,6 +426,8 @@ class TrainConfig:
                 raise ValueError(
                     f"{name} must be auto, on or off, got {getattr(self, name)!r}"
                 )
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ValueError(f"parallel must be ddp or fsdp, got {self.parallel!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(
                 f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}"
@@ -552,6 +555,7 @@ class TrainConfig:
             "sample_tokens",
             "save_interval",
             "out_dir",
+            "parallel",  # DDP and FSDP compute the same steps
         }
         kept = {k: v for k, v in self.to_dict().items() if k not in cosmetic}
         # its merges, not its file name
@@ -656,6 +660,60 @@ def _for_generation(model: GPTModel, vocab_size: int) -> nn.Module:
     return TrueVocab(model, vocab_size) if model.cfg.vocab_size > vocab_size else model
 
 
+def _fsdp_options(**kw):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kw)
+
+
+def _gather_fsdp(model: nn.Module, optimizer) -> tuple[GPTModel | None, dict | None]:
+    """Every process: gather an FSDP model's weights and optimizer state. The first
+    gets a plain ``GPTModel`` on the CPU and the state in ``optimizer.state_dict()``'s
+    layout (parameters by position), so the checkpoint is a single process's; the
+    others get ``(None, None)``."""
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    opts = _fsdp_options(cpu_offload=True)  # full tensors on the first process only
+    weights = get_model_state_dict(model, options=opts)
+    optim = get_optimizer_state_dict(model, optimizer, options=opts)
+    if torch.distributed.get_rank() != 0:
+        return None, None
+    plain = GPTModel(model.cfg)
+    plain.load_state_dict(weights)
+    names = [n for g in optim["param_groups"] for n in g["params"]]
+    pos = {n: i for i, n in enumerate(names)}
+    groups = [
+        {**g, "params": [pos[n] for n in g["params"]]} for g in optim["param_groups"]
+    ]
+    state = {pos[n]: s for n, s in optim["state"].items()}
+    return plain, {"state": state, "param_groups": groups}
+
+
+def _scatter_fsdp(model: nn.Module, optimizer, state: dict) -> None:
+    """Every process: load a full checkpoint state into an FSDP model and its
+    optimizer (each keeps its own shard)."""
+    from torch.distributed.checkpoint.state_dict import (
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    set_model_state_dict(model, state["model"], options=_fsdp_options())
+    name = {id(p): n for n, p in model.named_parameters()}
+    names = [name[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    optim = state["optimizer"]
+    full = {
+        "state": {names[i]: s for i, s in optim["state"].items()},
+        "param_groups": [
+            {**g, "params": [names[i] for i in g["params"]]}
+            for g in optim["param_groups"]
+        ],
+    }
+    set_optimizer_state_dict(model, optimizer, full, options=_fsdp_options())
+
+
 class TrainingDiverged(RuntimeError):
     """The loss (or the gradient) stopped being a finite number: nothing more is trained
     or saved."""
@@ -669,7 +727,8 @@ class Trainer:
     memory maps); by default they come from :func:`prepare_corpus` (or from token files
     named by ``cfg.data`` and ``cfg.val_data``). Under ``torch.distributed`` each
     process samples its batches from its own contiguous shard of the training tokens and
-    the model is wrapped in ``DistributedDataParallel``.
+    the model is wrapped in ``DistributedDataParallel`` (``parallel="ddp"``) or
+    sharded with FSDP2's ``fully_shard`` (``parallel="fsdp"``).
     """
 
     def __init__(
@@ -717,9 +776,16 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the same initial weights on every process
         self.raw_model = GPTModel(self.model_config).to(self.device)
         self.model: nn.Module = self.raw_model
+        self.fsdp = self.distributed and cfg.parallel == "fsdp"
+        if self.fsdp:  # FSDP2: every block, then the rest, sharded across processes
+            from torch.distributed.fsdp import fully_shard
+
+            for block in self.raw_model.blocks:
+                fully_shard(block)
+            fully_shard(self.raw_model)
         if cfg.compile:
             self.model = torch.compile(self.model)
-        if self.distributed:
+        if self.distributed and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel
 
             self.model = DistributedDataParallel(
@@ -830,7 +896,7 @@ class Trainer:
         """The training loss of one micro-batch (through the fused head when
         ``self.fused_loss``)."""
         # the raw model: the fused path is off under DDP and compile
-        if (self.fused_loss):
+        if self.fused_loss:
             return fused_linear_cross_entropy(
                 self.raw_model.hidden_states(x), self.raw_model.out_head.weight, y
             )
@@ -844,12 +910,14 @@ class Trainer:
         for micro in range(self.cfg.grad_accum):
             x, y = self.get_batch()
             # DDP: all-reduce only after the last micro-batch
-            sync = (micro == self.cfg.grad_accum - 1)
+            sync = micro == self.cfg.grad_accum - 1
             ctx = (
                 self.model.no_sync()
-                if self.distributed and not sync
+                if self.distributed and not self.fsdp and not sync
                 else contextlib.nullcontext()
             )
+            if self.fsdp:  # FSDP: reduce-scatter the gradients after the last only
+                self.raw_model.set_requires_gradient_sync(sync)
             with ctx:
                 with self.autocast():
                     loss = self.loss(x, y) / self.cfg.grad_accum
@@ -870,6 +938,8 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(
                 self.raw_model.parameters(), self.cfg.grad_clip
             )
+            if hasattr(norm, "full_tensor"):  # FSDP: a DTensor
+                norm = norm.full_tensor()
             # (float16's scaler skips steps with inf gradients by design)
             if not self.scaler.is_enabled() and not torch.isfinite(norm):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -938,7 +1008,10 @@ class Trainer:
         main = self.rank == 0
         # pass disable=True only to turn the bar off (and say so for TQDM_DISABLE, which
         # the notebook bar of tqdm.auto ignores)
-        quiet = not (progress and main) or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+        quiet = not (progress and main) or os.environ.get("TQDM_DISABLE", "") not in (
+            "",
+            "0",
+        )
         off = {"disable": True} if quiet else {}
         bar = tqdm(total=end, initial=self.step, desc="train", leave=True, **off)
         t0, tokens = time.perf_counter(), 0
@@ -979,11 +1052,21 @@ class Trainer:
                         f"step {self.step:>6}  train loss {loss:.3f}  val loss "
                         f"{val:.3f}{bpb}"
                     )
-            if cfg.sample_interval and self.step % cfg.sample_interval == 0 and main:
+            # (under FSDP every forward pass needs every process: no samples)
+            if (
+                cfg.sample_interval
+                and self.step % cfg.sample_interval == 0
+                and main
+                and not self.fsdp
+            ):
                 text = self.sample()
                 self.history["samples"].append((self.step, text))
                 bar.write(f"step {self.step:>6}  sample: {text!r}")
-            if cfg.save_interval and self.step % cfg.save_interval == 0 and main:
+            if (
+                cfg.save_interval
+                and self.step % cfg.save_interval == 0
+                and (main or self.fsdp)  # FSDP: every process gathers
+            ):
                 self.save(Path(cfg.out_dir) / "last")
             bar.update(1)
         bar.close()
@@ -994,19 +1077,29 @@ class Trainer:
             return False
         stop = bool(should_stop())
         # every process must stop after the same step, or the next all-reduce hangs
-        if (self.distributed):
+        if self.distributed:
             flag = torch.tensor([float(stop)], device=self.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             stop = bool(flag.item())
         return stop
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike) -> Path | None:
         """A checkpoint from which :meth:`resume` continues exactly where this run is
-        now."""
+        now.
+
+        Under FSDP every process must call it: the shards are gathered into one full
+        model and optimizer state, which the first process writes (the others return
+        None). The file is the same as a single process would write.
+        """
+        model, optimizer = self.raw_model, self.optimizer
+        if self.fsdp:
+            model, optimizer = _gather_fsdp(self.raw_model, self.optimizer)
+            if self.rank != 0:
+                return None
         return save_checkpoint(
             path,
-            self.raw_model,
-            optimizer=self.optimizer,
+            model,
+            optimizer=optimizer,
             scheduler=self.scheduler,
             scaler=self.scaler,
             step=self.step,
@@ -1038,8 +1131,11 @@ class Trainer:
             )
         if "optimizer" not in state or "scheduler" not in state:
             raise ValueError(f"checkpoint {path} has no optimizer state to resume from")
-        self.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            _scatter_fsdp(self.raw_model, self.optimizer, state)
+        else:
+            self.raw_model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
@@ -1100,15 +1196,20 @@ class Trainer:
         return trainer
 
 
-#: The recipe of the small model later chapters fine-tune: GPT_CONFIGS["tiny"] on the
-#: speeches.
+#: The recipe of chapter 5's CPU run (``gptbook-train --preset tiny``): a 0.9M-parameter
+#: GPT with the book's 4,096-token BPE, 300 steps of 16 x 64 tokens on the speeches.
 TINY_SOTU = TrainConfig(
     model="tiny",
-    batch_size=1,
-    grad_accum=4,
-    max_steps=240,
-    lr=1e-2,
-    warmup_steps=10,
+    tokenizer="book",
+    d_model=128,
+    n_heads=4,
+    n_layers=2,
+    context_length=64,
+    batch_size=16,
+    grad_accum=1,
+    max_steps=300,
+    lr=4e-3,
+    warmup_steps=20,
     min_lr_ratio=0.1,
     weight_decay=0.1,
     eval_interval=0,
@@ -1140,8 +1241,8 @@ def pretrained_tiny(
     """A small GPT pre-trained on the State of the Union addresses (:data:`TINY_SOTU`),
     in eval mode.
 
-    The first call trains it (one to two minutes on an idle CPU core; always on one
-    thread, so the weights are the same wherever the same PyTorch runs) and saves it to
+    The first call trains it (a minute or two on an idle CPU core; always on one thread,
+    so a machine gets the same weights every time) and saves it to
     :func:`tiny_checkpoint_path`; later calls, from any process, load that file. A file
     lock makes parallel processes wait for the one that trains. The checkpoint's
     ``metrics`` hold the validation loss and the unigram baseline. A cached file that
@@ -1253,7 +1354,7 @@ def peak_flops(
 
 
 # python -m gptbook.train (and torchrun -m)
-if (__name__ == "__main__" and "ipykernel" not in sys.modules):
+if __name__ == "__main__" and "ipykernel" not in sys.modules:
     from gptbook.cli import main as _cli_main
 
     _cli_main()

@@ -65,3 +65,50 @@ def test_ddp_gradients_equal_single_process(tmp_path):
     for name in results[0]["params"]:
         torch.testing.assert_close(results[0]["params"][name], results[1]["params"][name], rtol=0, atol=0)
     assert results[0]["shard"] == (0, 200) and results[1]["shard"] == (200, 400)
+
+
+def _fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        ddp = Trainer(TrainConfig(**CFG), *_tokens())
+        ddp.fit(progress=False)
+        sharded = Trainer(TrainConfig(**CFG, parallel="fsdp"), *_tokens())
+        assert sharded.fsdp and sharded.world == world
+        emb = sharded.raw_model.tok_emb.weight
+        local, total = emb.to_local().shape[0], emb.shape[0]
+        sharded.fit(progress=False)
+        saved = sharded.save(f"{out}/fsdp")  # every process gathers; the first writes
+        assert (saved is None) == (rank != 0)
+        again = Trainer(TrainConfig(**CFG, parallel="fsdp"), *_tokens())
+        dist.barrier()
+        again.load_state(f"{out}/fsdp.safetensors")  # back into shards
+        copy = again.save(f"{out}/fsdp_again")
+        if rank == 0:
+            params = {n: p.detach().clone() for n, p in ddp.raw_model.named_parameters()}
+            torch.save({"ddp": params, "rows": (local, total), "copy": str(copy)}, f"{out}/fsdp_ranks.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp_trains_like_ddp_and_saves_one_full_checkpoint(tmp_path):
+    from gptbook.checkpoint import load_checkpoint, read_checkpoint
+
+    world = 2
+    mp.start_processes(_fsdp_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True,
+                       start_method="fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    res = torch.load(tmp_path / "fsdp_ranks.pt")
+    local, total = res["rows"]
+    assert local == -(-total // world)  # the first process holds its share of the embedding
+    model = load_checkpoint(tmp_path / "fsdp.safetensors")  # a plain single-process checkpoint
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p, res["ddp"][name], rtol=1e-4, atol=2e-5)  # summed in another order
+    first, second = (read_checkpoint(tmp_path / f"{n}.safetensors") for n in ("fsdp", "fsdp_again"))
+    assert first["step"] == second["step"] == CFG["max_steps"]
+    for key in ("model",):
+        for name, t in first[key].items():
+            torch.testing.assert_close(t, second[key][name], rtol=0, atol=0)
+    for i, s in first["optimizer"]["state"].items():  # Adam's moments survive the round trip
+        for k, v in s.items():
+            torch.testing.assert_close(v, second["optimizer"]["state"][i][k], rtol=0, atol=0)

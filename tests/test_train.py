@@ -179,7 +179,7 @@ def test_pretrained_tiny_is_cached(tmp_path, monkeypatch, tokens):
     monkeypatch.setenv("GPTBOOK_CHECKPOINTS", str(tmp_path))
     files = _files(tmp_path, tokens)  # small token files instead of tokenizing the speeches
     monkeypatch.setattr(train, "prepare_corpus", lambda *a, **k: files)
-    monkeypatch.setattr(train, "TINY_SOTU", TrainConfig(**{**train.TINY_SOTU.to_dict(), "max_steps": 2,
+    monkeypatch.setattr(train, "TINY_SOTU", TrainConfig(**{**train.TINY_SOTU.to_dict(), "max_steps": 2, "tokenizer": "gpt2",
                                                            "eval_batches": 1}))
     first = train.pretrained_tiny()
     files = list(tmp_path.glob("tiny-sotu-*.safetensors"))

@@ -294,7 +294,7 @@ def test_no_loader_runs_a_malicious_pickle(env, monkeypatch):
 def test_pretrained_tiny_does_not_run_a_planted_pickle(env, monkeypatch):
     monkeypatch.setenv("GPTBOOK_CHECKPOINTS", str(env["tmp"] / "cache"))
     monkeypatch.setattr(train, "prepare_corpus", lambda *a, **k: env["files"])
-    monkeypatch.setattr(train, "TINY_SOTU", TrainConfig(**{**train.TINY_SOTU.to_dict(), "max_steps": 1,
+    monkeypatch.setattr(train, "TINY_SOTU", TrainConfig(**{**train.TINY_SOTU.to_dict(), "max_steps": 1, "tokenizer": "gpt2",
                                                            "eval_batches": 1}))
     path = train.tiny_checkpoint_path()
     path.write_bytes(env["old"].read_bytes())  # someone planted a pickle where the cache is
