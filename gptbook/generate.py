@@ -13,46 +13,66 @@ from gptbook.model import GPTModel
 
 
 def _check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if (not isinstance(temperature, (int, float)) or isinstance(temperature, bool)
-            or not math.isfinite(temperature) or temperature < 0):
-        raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), "
-                         f"got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+    if (
+        not isinstance(temperature, (int, float))
+        or isinstance(temperature, bool)
+        or not math.isfinite(temperature)
+        or temperature < 0
+    ):
+        raise ValueError(
+            f"temperature must be a finite number >= 0 (0 means greedy), "
+            f"got {temperature!r}"
+        )
+    if top_k is not None and (
+        not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1
+    ):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and (isinstance(top_p, bool) or not (isinstance(top_p, (int, float))
-                                                               and 0.0 < top_p <= 1.0)):
+    if top_p is not None and (
+        isinstance(top_p, bool)
+        or not (isinstance(top_p, (int, float)) and 0.0 < top_p <= 1.0)
+    ):
         raise ValueError(f"top_p must be a number in (0, 1] or None, got {top_p!r}")
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the ``k`` largest logits of each row (ties at the k-th value are kept); set the rest to -inf."""
+    """Keep the ``k`` largest logits of each row (ties at the k-th value are kept); set
+    the rest to -inf."""
     k = min(k, logits.shape[-1])
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filtering: keep the smallest set of most likely tokens whose probabilities sum to >= ``p``.
+    """Nucleus filtering: keep the smallest set of most likely tokens whose
+    probabilities sum to >= ``p``.
 
     The most likely token is always kept; the rest of each row is set to -inf.
     """
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     probs = torch.softmax(sorted_logits.float(), dim=-1)
-    mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above this one
+    mass_before = (
+        probs.cumsum(dim=-1) - probs
+    )  # probability of the tokens ranked above this one
     drop_sorted = mass_before >= p
     drop_sorted[..., 0] = False
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 
 
-def sample_next_token(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
-                      top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_next_token(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Pick one token id per row from next-token ``logits`` (batch, vocab) -> (batch,).
 
-    ``temperature == 0`` is greedy decoding (arg max; ``top_k``/``top_p`` are then irrelevant).
-    Otherwise the logits are divided by the temperature, filtered by top-k and then top-p, and a token
-    is drawn from the softmax with ``generator`` (a ``torch.Generator``; on another device than the
-    logits, the draw happens on the generator's device).
+    ``temperature == 0`` is greedy decoding (arg max; ``top_k``/``top_p`` are then
+    irrelevant). Otherwise the logits are divided by the temperature, filtered by top-k
+    and then top-p, and a token is drawn from the softmax with ``generator`` (a
+    ``torch.Generator``; on another device than the logits, the draw happens on the
+    generator's device).
     """
     _check_sampling(temperature, top_k, top_p)
     if temperature == 0:
@@ -64,7 +84,11 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 0.0, top_k: int
         logits = top_p_filter(logits, top_p)
     probs = torch.softmax(logits, dim=-1)
     if generator is not None and generator.device != probs.device:
-        return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(-1).to(logits.device)
+        return (
+            torch.multinomial(probs.to(generator.device), 1, generator=generator)
+            .squeeze(-1)
+            .to(logits.device)
+        )
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -76,13 +100,17 @@ def _decoding_head(model, new_tokens: int) -> torch.Tensor | None:
     """The LM head's weight as a contiguous (d_model, vocab) matrix, for CPU decoding.
 
     A CPU multiplies one hidden state by the (vocab, d_model) weight as 50,257 short dot
-    products; by the transposed copy it streams long rows instead, which reads the head about
-    1.7 times faster. The copy (made once per call) pays for itself after about 30 tokens, so
-    it is made only for longer generations.
+    products; by the transposed copy it streams long rows instead, which reads the head
+    about 1.7 times faster. The copy (made once per call) pays for itself after about 30
+    tokens, so it is made only for longer generations.
     """
     head = model.out_head if _plain_gpt(model) else None
-    if (new_tokens < 32 or type(head) is not nn.Linear or head.bias is not None
-            or head.weight.device.type != "cpu"):
+    if (
+        new_tokens < 32
+        or type(head) is not nn.Linear
+        or head.bias is not None
+        or head.weight.device.type != "cpu"
+    ):
         return None
     return head.weight.t().contiguous()
 
@@ -97,67 +125,104 @@ def _next_token_logits(model, idx: torch.Tensor, cache, head=None) -> torch.Tens
 
 
 def _new_cache(model, length: int):
-    """A cache for ``length`` positions (other models than `GPTModel` pick their own size)."""
+    """A cache for ``length`` positions (other models than `GPTModel` pick their own
+    size)."""
     if isinstance(model, GPTModel):
         return model.new_cache(max_length=length)
     return model.new_cache()
 
 
 @torch.no_grad()
-def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
-             top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
-             generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
-    """Extend each prompt in ``idx`` by up to ``max_new_tokens`` tokens; return prompts + new tokens.
+def generate(
+    model,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Extend each prompt in ``idx`` by up to ``max_new_tokens`` tokens; return prompts
+    + new tokens.
 
-    ``idx`` is a LongTensor of token ids, (batch, tokens) for a batch of prompts of equal length or
-    (tokens,) for one prompt (the result then has one dimension too). ``model`` is a ``GPTModel``; any
-    module with ``cfg.context_length``, ``cfg.vocab_size``, ``forward(idx, cache=...)`` and
-    ``new_cache()`` works (for a ``GPTModel`` the LM head runs on the last position only). Decoding is
-    greedy when ``temperature == 0``; otherwise it samples, after optional top-k and top-p (nucleus)
+    ``idx`` is a LongTensor of token ids, (batch, tokens) for a batch of prompts of
+    equal length or (tokens,) for one prompt (the result then has one dimension too).
+    ``model`` is a ``GPTModel``; any module with ``cfg.context_length``,
+    ``cfg.vocab_size``, ``forward(idx, cache=...)`` and ``new_cache()`` works (for a
+    ``GPTModel`` the LM head runs on the last position only). Decoding is greedy when
+    ``temperature == 0``; otherwise it samples, after optional top-k and top-p (nucleus)
     filtering, with ``generator`` for reproducible draws.
 
     The model sees at most its context length: a longer prompt is cropped to its last
-    ``context_length`` tokens (the returned tensor still starts with the whole prompt). With
-    ``use_cache`` the keys and values of earlier positions are kept (a ``KVCache``, allocated once
-    for the prompt and the new tokens) so each step feeds one token. Once the window is full,
-    positions would run past the position embeddings, so every further step recomputes the last
-    ``context_length`` tokens -- exactly what ``use_cache=False`` does; both settings always give
-    the same tokens.
+    ``context_length`` tokens (the returned tensor still starts with the whole prompt).
+    With ``use_cache`` the keys and values of earlier positions are kept (a ``KVCache``,
+    allocated once for the prompt and the new tokens) so each step feeds one token. Once
+    the window is full, positions would run past the position embeddings, so every
+    further step recomputes the last ``context_length`` tokens -- exactly what
+    ``use_cache=False`` does; both settings always give the same tokens.
 
-    With ``eos_id`` a row stops when it emits that id; its later positions are filled with
-    ``eos_id``, and generation ends early once every row has stopped. The model is put in eval mode
-    while generating (dropout off) and its mode is restored afterwards. The tokens are written
-    into one tensor allocated at the start, not concatenated step by step.
+    With ``eos_id`` a row stops when it emits that id; its later positions are filled
+    with ``eos_id``, and generation ends early once every row has stopped. The model is
+    put in eval mode while generating (dropout off) and its mode is restored afterwards.
+    The tokens are written into one tensor allocated at the start, not concatenated step
+    by step.
     """
-    if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
-        raise TypeError(f"idx must be an integer torch.Tensor of token ids, got {type(idx).__name__}"
-                        + (f" of dtype {idx.dtype}" if isinstance(idx, torch.Tensor) else ""))
+    if not isinstance(idx, torch.Tensor) or idx.dtype not in (
+        torch.long,
+        torch.int,
+        torch.int16,
+        torch.uint8,
+    ):
+        raise TypeError(
+            "idx must be an integer torch.Tensor of token ids, got "
+            f"{type(idx).__name__}"
+            + (f" of dtype {idx.dtype}" if isinstance(idx, torch.Tensor) else "")
+        )
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        raise ValueError(
+            f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}"
+        )
     _check_sampling(temperature, top_k, top_p)
     squeeze = idx.dim() == 1
     if squeeze:
         idx = idx[None]
     if idx.dim() != 2 or idx.shape[1] == 0:
-        raise ValueError(f"idx must have shape (batch, tokens) or (tokens,) with at least one token, "
-                         f"got shape {tuple(idx.shape)}")
+        raise ValueError(
+            "idx must have shape (batch, tokens) or (tokens,) with at least one "
+            "token, "
+            f"got shape {tuple(idx.shape)}"
+        )
     cfg = model.cfg
     if idx.min() < 0 or idx.max() >= cfg.vocab_size:
-        raise ValueError(f"token ids must lie in [0, {cfg.vocab_size}), got ids from "
-                         f"{idx.min().item()} to {idx.max().item()}")
-    if eos_id is not None and (not isinstance(eos_id, int) or isinstance(eos_id, bool)
-                               or not 0 <= eos_id < cfg.vocab_size):
-        raise ValueError(f"eos_id must be None or a token id in [0, {cfg.vocab_size}), "
-                         f"got {eos_id!r}")
+        raise ValueError(
+            f"token ids must lie in [0, {cfg.vocab_size}), got ids from "
+            f"{idx.min().item()} to {idx.max().item()}"
+        )
+    if eos_id is not None and (
+        not isinstance(eos_id, int)
+        or isinstance(eos_id, bool)
+        or not 0 <= eos_id < cfg.vocab_size
+    ):
+        raise ValueError(
+            f"eos_id must be None or a token id in [0, {cfg.vocab_size}), "
+            f"got {eos_id!r}"
+        )
     ctx, (b, n) = cfg.context_length, idx.shape
     device = next(model.parameters()).device
-    out = torch.empty(b, n + max_new_tokens, dtype=torch.long, device=device)  # filled in place
+    out = torch.empty(
+        b, n + max_new_tokens, dtype=torch.long, device=device
+    )  # filled in place
     out[:, :n] = idx
     was_training = model.training
     model.eval()
     try:
         head = _decoding_head(model, max_new_tokens)
-        done = None if eos_id is None else torch.zeros(b, dtype=torch.bool, device=device)
+        done = (
+            None if eos_id is None else torch.zeros(b, dtype=torch.bool, device=device)
+        )
         cache, fed = None, 0  # fed: how many tokens of out the cache has seen
         for _ in range(max_new_tokens):
             if use_cache and n <= ctx:
@@ -167,7 +232,9 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: floa
                 fed = n
             else:  # no cache, or the window is full: recompute the last ctx tokens
                 cache = None
-                logits = _next_token_logits(model, out[:, max(0, n - ctx):n], None, head)
+                logits = _next_token_logits(
+                    model, out[:, max(0, n - ctx) : n], None, head
+                )
             nxt = sample_next_token(logits, temperature, top_k, top_p, generator)
             if done is not None:
                 nxt = nxt.masked_fill(done, eos_id)
@@ -182,19 +249,24 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: floa
     return out[0] if squeeze else out
 
 
-def generate_text(model, prompt: str, max_new_tokens: int = 50, enc=None, **sampling) -> str:
-    """Continue ``prompt`` with ``model`` and return the prompt followed by the generated text.
+def generate_text(
+    model, prompt: str, max_new_tokens: int = 50, enc=None, **sampling
+) -> str:
+    """Continue ``prompt`` with ``model`` and return the prompt followed by the
+    generated text.
 
-    ``enc`` is the tokenizer (anything with ``encode``/``decode``; default: GPT-2's, from
-    ``gptbook.tokenizer``). ``sampling`` takes the keyword arguments of :func:`generate`
-    (``temperature``, ``top_k``, ``top_p``, ``eos_id``, ``generator``, ``use_cache``). ``eos_id``
-    defaults to the tokenizer's end-of-text id when it has one, and the text stops before it. An
-    empty prompt starts from that end-of-text token, as GPT-2 does.
+    ``enc`` is the tokenizer (anything with ``encode``/``decode``; default: GPT-2's,
+    from ``gptbook.tokenizer``). ``sampling`` takes the keyword arguments of
+    :func:`generate` (``temperature``, ``top_k``, ``top_p``, ``eos_id``, ``generator``,
+    ``use_cache``). ``eos_id`` defaults to the tokenizer's end-of-text id when it has
+    one, and the text stops before it. An empty prompt starts from that end-of-text
+    token, as GPT-2 does.
     """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
     if enc is None:
         from gptbook.tokenizer import gpt2_encoding
+
         enc = gpt2_encoding()
     eot = getattr(enc, "eot_token", None)
     sampling.setdefault("eos_id", eot)
@@ -205,11 +277,16 @@ def generate_text(model, prompt: str, max_new_tokens: int = 50, enc=None, **samp
     start = 0
     if not ids:
         if eot is None:
-            raise ValueError("prompt is empty and the tokenizer has no end-of-text token to start from")
+            raise ValueError(
+                "prompt is empty and the tokenizer has no end-of-text token to start "
+                "from"
+            )
         ids, start = [eot], 1
-    out = generate(model, torch.tensor(ids, dtype=torch.long), max_new_tokens, **sampling).tolist()
-    new = out[len(ids):]
+    out = generate(
+        model, torch.tensor(ids, dtype=torch.long), max_new_tokens, **sampling
+    ).tolist()
+    new = out[len(ids) :]
     eos = sampling["eos_id"]
     if eos is not None and eos in new:
-        new = new[:new.index(eos)]
-    return enc.decode(out[start:len(ids)] + new)
+        new = new[: new.index(eos)]
+    return enc.decode(out[start : len(ids)] + new)

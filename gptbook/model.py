@@ -21,9 +21,11 @@ from gptbook.attention import FusedMultiHeadAttention, KVCache, MultiHeadAttenti
 
 
 class LayerNorm(nn.Module):
-    """Layer normalisation over the last dimension, with the biased variance (as GPT-2 and torch.nn).
+    """Layer normalisation over the last dimension, with the biased variance (as GPT-2
+    and torch.nn).
 
-    ``weight`` is the scale gamma, ``bias`` the shift beta (the names ``torch.nn.LayerNorm`` uses).
+    ``weight`` is the scale gamma, ``bias`` the shift beta (the names
+    ``torch.nn.LayerNorm`` uses).
     """
 
     def __init__(self, dim: int, eps: float = 1e-5):
@@ -39,22 +41,30 @@ class LayerNorm(nn.Module):
 
 
 class GELU(nn.Module):
-    """Gaussian error linear unit; ``approximate="tanh"`` (GPT-2's, the default) or ``"none"`` (exact, erf)."""
+    """Gaussian error linear unit; ``approximate="tanh"`` (GPT-2's, the default) or
+    ``"none"`` (exact, erf)."""
 
     def __init__(self, approximate: str = "tanh"):
         super().__init__()
         if approximate not in ("tanh", "none"):
-            raise ValueError(f"approximate must be 'tanh' or 'none', got {approximate!r}")
+            raise ValueError(
+                f"approximate must be 'tanh' or 'none', got {approximate!r}"
+            )
         self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.approximate == "none":
             return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
-        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+        return (
+            0.5
+            * x
+            * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+        )
 
 
 class FeedForward(nn.Module):
-    """The position-wise network: expand to ``expansion``·d_model (``fc``), GELU, project back (``proj``)."""
+    """The position-wise network: expand to ``expansion``·d_model (``fc``), GELU,
+    project back (``proj``)."""
 
     def __init__(self, d_model: int, expansion: int = 4, act: nn.Module | None = None):
         super().__init__()
@@ -70,15 +80,17 @@ class FeedForward(nn.Module):
 class GPTConfig:
     """Hyper-parameters of a GPT model.
 
-    ``attn_impl`` selects the implementation: ``"fused"`` (the default, what the package trains and
-    generates with) uses PyTorch's kernels: `FusedMultiHeadAttention` (one QKV projection and
-    ``scaled_dot_product_attention``), ``nn.LayerNorm`` and the tanh ``nn.GELU``; ``"naive"`` uses
-    the modules written out in chapters 3 and 4 (`MultiHeadAttention`, `LayerNorm`, `GELU`). Both
-    compute the same function and their state dicts load into each other.
+    ``attn_impl`` selects the implementation: ``"fused"`` (the default, what the package
+    trains and generates with) uses PyTorch's kernels: `FusedMultiHeadAttention` (one
+    QKV projection and ``scaled_dot_product_attention``), ``nn.LayerNorm`` and the tanh
+    ``nn.GELU``; ``"naive"`` uses the modules written out in chapters 3 and 4
+    (`MultiHeadAttention`, `LayerNorm`, `GELU`). Both compute the same function and
+    their state dicts load into each other.
 
-    ``norm``, ``ff``, ``attn`` and ``pos`` name the parts of a block (see `PARTS`): GPT-2's are
-    ``"layernorm"``, ``"gelu"``, ``"mha"`` and ``"learned"`` position embeddings; chapter 10 adds
-    LLaMA's (``"rmsnorm"``, ``"swiglu"``, ``"gqa"`` with ``n_kv_heads``, and ``pos="rope"``).
+    ``norm``, ``ff``, ``attn`` and ``pos`` name the parts of a block (see `PARTS`):
+    GPT-2's are ``"layernorm"``, ``"gelu"``, ``"mha"`` and ``"learned"`` position
+    embeddings; chapter 10 adds LLaMA's (``"rmsnorm"``, ``"swiglu"``, ``"gqa"`` with
+    ``n_kv_heads``, and ``pos="rope"``).
     """
 
     vocab_size: int = 50257
@@ -89,14 +101,22 @@ class GPTConfig:
     dropout: float = 0.1
     qkv_bias: bool = True
     tie_weights: bool = True
-    pre_norm: bool = True  # GPT-2: LayerNorm before attention/MLP; GPT-1: after the residual sum
+    pre_norm: bool = (
+        True  # GPT-2: LayerNorm before attention/MLP; GPT-1: after the residual sum
+    )
     attn_impl: str = "fused"
     norm: str = "layernorm"
     ff: str = "gelu"
     attn: str = "mha"
-    pos: str = "learned"  # "learned" position embeddings (GPT), or "rope" (rotary, chapter 10)
-    n_kv_heads: int | None = None  # grouped-query attention (chapter 10): None means n_heads
-    ff_hidden: int | None = None  # feed-forward width: None means the part's default (4 d_model)
+    pos: str = (
+        "learned"  # "learned" position embeddings (GPT), or "rope" (rotary, chapter 10)
+    )
+    n_kv_heads: int | None = (
+        None  # grouped-query attention (chapter 10): None means n_heads
+    )
+    ff_hidden: int | None = (
+        None  # feed-forward width: None means the part's default (4 d_model)
+    )
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
 
@@ -106,15 +126,24 @@ class GPTConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.d_model % self.n_heads != 0:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_heads "
+                f"({self.n_heads})"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.attn_impl not in ("fused", "naive"):
-            raise ValueError(f"attn_impl must be 'fused' or 'naive', got {self.attn_impl!r}")
+            raise ValueError(
+                f"attn_impl must be 'fused' or 'naive', got {self.attn_impl!r}"
+            )
         if self.pos not in ("learned", "rope"):
             raise ValueError(f"pos must be 'learned' or 'rope', got {self.pos!r}")
-        if self.n_kv_heads is not None and (self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads):
-            raise ValueError(f"n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads})")
+        if self.n_kv_heads is not None and (
+            self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads
+        ):
+            raise ValueError(
+                f"n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads})"
+            )
 
     def with_(self, **changes) -> "GPTConfig":
         """A copy with some fields changed."""
@@ -130,22 +159,40 @@ GPT_CONFIGS: dict[str, GPTConfig] = {
     "gpt2-medium": GPTConfig(d_model=1024, n_heads=16, n_layers=24),
     "gpt2-large": GPTConfig(d_model=1280, n_heads=20, n_layers=36),
     "gpt2-xl": GPTConfig(d_model=1600, n_heads=25, n_layers=48),
-    "tiny": GPTConfig(context_length=128, d_model=64, n_heads=4, n_layers=2, dropout=0.0),
+    "tiny": GPTConfig(
+        context_length=128, d_model=64, n_heads=4, n_layers=2, dropout=0.0
+    ),
     # the book's base model (chapter 5): 3.5M parameters over its own 4,096-token BPE
-    "book": GPTConfig(vocab_size=4096, context_length=256, d_model=192, n_heads=6, n_layers=6, dropout=0.0),
+    "book": GPTConfig(
+        vocab_size=4096,
+        context_length=256,
+        d_model=192,
+        n_heads=6,
+        n_layers=6,
+        dropout=0.0,
+    ),
 }
 
 
-#: Builders of a block's parts, by kind and by the name a `GPTConfig` gives (``cfg.norm``, ``cfg.ff``,
-#: ``cfg.attn``). This chapter registers GPT-2's; chapter 10 (`gptbook.llama`) registers LLaMA's.
-PARTS: dict[str, dict[str, Callable[[GPTConfig], nn.Module]]] = {"norm": {}, "ff": {}, "attn": {}}
+#: Builders of a block's parts, by kind and by the name a `GPTConfig` gives
+#: (``cfg.norm``, ``cfg.ff``,
+#: ``cfg.attn``). This chapter registers GPT-2's; chapter 10 (`gptbook.llama`) registers
+#: LLaMA's.
+PARTS: dict[str, dict[str, Callable[[GPTConfig], nn.Module]]] = {
+    "norm": {},
+    "ff": {},
+    "attn": {},
+}
 
 
 def register_part(kind: str, name: str):
-    """Decorator: register ``builder(cfg) -> nn.Module`` as part ``name`` of ``kind``."""
+    """Decorator: register ``builder(cfg) -> nn.Module`` as part ``name`` of ``kind``.
+    """
+
     def add(builder):
         PARTS[kind][name] = builder
         return builder
+
     return add
 
 
@@ -153,15 +200,19 @@ def build_part(kind: str, cfg: GPTConfig) -> nn.Module:
     """The module of ``kind`` ("norm", "ff" or "attn") that ``cfg`` names."""
     name = getattr(cfg, kind)
     if name not in PARTS[kind]:
-        import gptbook.llama  # noqa: F401  chapter 10's parts register themselves on import
+        # chapter 10's parts register themselves on import
+        import gptbook.llama  # noqa: F401
     if name not in PARTS[kind]:
-        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted(PARTS[kind]))}")
+        raise ValueError(
+            f"unknown {kind} {name!r}; known: {', '.join(sorted(PARTS[kind]))}"
+        )
     return PARTS[kind][name](cfg)
 
 
 @register_part("norm", "layernorm")
 def make_norm(cfg: GPTConfig) -> nn.Module:
-    """The LayerNorm of ``cfg``'s implementation: ours, or ``nn.LayerNorm`` (same parameters)."""
+    """The LayerNorm of ``cfg``'s implementation: ours, or ``nn.LayerNorm`` (same
+    parameters)."""
     if cfg.attn_impl == "naive":
         return LayerNorm(cfg.d_model, eps=cfg.norm_eps)
     return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
@@ -169,26 +220,41 @@ def make_norm(cfg: GPTConfig) -> nn.Module:
 
 @register_part("ff", "gelu")
 def make_gelu_ff(cfg: GPTConfig) -> nn.Module:
-    """GPT's feed-forward network: ours with our GELU, or with the fused ``nn.GELU`` (tanh)."""
+    """GPT's feed-forward network: ours with our GELU, or with the fused ``nn.GELU``
+    (tanh)."""
     act = GELU() if cfg.attn_impl == "naive" else nn.GELU(approximate="tanh")
     if cfg.ff_hidden is not None and cfg.ff_hidden % cfg.d_model:
-        raise ValueError(f"ff_hidden ({cfg.ff_hidden}) must be a multiple of d_model for the GELU network")
-    return FeedForward(cfg.d_model, (cfg.ff_hidden or 4 * cfg.d_model) // cfg.d_model, act=act)
+        raise ValueError(
+            f"ff_hidden ({cfg.ff_hidden}) must be a multiple of d_model for the GELU "
+            "network"
+        )
+    return FeedForward(
+        cfg.d_model, (cfg.ff_hidden or 4 * cfg.d_model) // cfg.d_model, act=act
+    )
 
 
 @register_part("attn", "mha")
 def make_mha(cfg: GPTConfig) -> nn.Module:
     """GPT's causal multi-head attention (chapter 3): fused or written out."""
     if cfg.pos != "learned" or cfg.n_kv_heads not in (None, cfg.n_heads):
-        raise ValueError("rotary positions and grouped-query attention need attn='gqa' (chapter 10)")
+        raise ValueError(
+            "rotary positions and grouped-query attention need attn='gqa' (chapter 10)"
+        )
     if cfg.attn_impl == "naive":
-        return MultiHeadAttention(cfg.d_model, cfg.d_model, cfg.context_length, cfg.dropout,
-                                  cfg.n_heads, cfg.qkv_bias)
+        return MultiHeadAttention(
+            cfg.d_model,
+            cfg.d_model,
+            cfg.context_length,
+            cfg.dropout,
+            cfg.n_heads,
+            cfg.qkv_bias,
+        )
     return FusedMultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout, cfg.qkv_bias)
 
 
 class TransformerBlock(nn.Module):
-    """Attention and feed-forward sub-layers, each with a residual connection and a LayerNorm."""
+    """Attention and feed-forward sub-layers, each with a residual connection and a
+    LayerNorm."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -199,7 +265,9 @@ class TransformerBlock(nn.Module):
         self.ff = build_part("ff", cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         if self.pre_norm:
             x = x + self.drop(self.attn(self.norm1(x), cache, layer))
             return x + self.drop(self.ff(self.norm2(x)))
@@ -208,11 +276,12 @@ class TransformerBlock(nn.Module):
 
 
 class GPTModel(nn.Module):
-    """A decoder-only transformer: token + position embeddings, N blocks, a final norm, the LM head.
+    """A decoder-only transformer: token + position embeddings, N blocks, a final norm,
+    the LM head.
 
-    ``forward(idx)`` returns next-token logits of shape (batch, tokens, vocab_size). Pass
-    ``inputs_embeds`` instead of ``idx`` to feed vectors directly (used by prompt tuning), and a
-    ``KVCache`` to generate one token at a time.
+    ``forward(idx)`` returns next-token logits of shape (batch, tokens, vocab_size).
+    Pass ``inputs_embeds`` instead of ``idx`` to feed vectors directly (used by prompt
+    tuning), and a ``KVCache`` to generate one token at a time.
     """
 
     def __init__(self, cfg: GPTConfig):
@@ -220,7 +289,11 @@ class GPTModel(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         # rotary models (chapter 10) encode positions inside attention instead
-        self.pos_emb = nn.Embedding(cfg.context_length, cfg.d_model) if cfg.pos == "learned" else None
+        self.pos_emb = (
+            nn.Embedding(cfg.context_length, cfg.d_model)
+            if cfg.pos == "learned"
+            else None
+        )
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = build_part("norm", cfg) if cfg.pre_norm else nn.Identity()
@@ -228,7 +301,10 @@ class GPTModel(nn.Module):
         if cfg.tie_weights:
             self.out_head.weight = self.tok_emb.weight
         self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2N)
+        for (
+            name,
+            p,
+        ) in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2N)
             if name.endswith("out_proj.weight") or name.endswith("ff.proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
 
@@ -241,11 +317,17 @@ class GPTModel(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def hidden_states(self, idx: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                      cache: KVCache | None = None) -> torch.Tensor:
-        """The final-normalised hidden states (batch, tokens, d_model), before the LM head.
+    def hidden_states(
+        self,
+        idx: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """The final-normalised hidden states (batch, tokens, d_model), before the LM
+        head.
 
-        ``inputs_embeds`` (batch, tokens, d_model), when given, is used instead of ``idx``.
+        ``inputs_embeds`` (batch, tokens, d_model), when given, is used instead of
+        ``idx``.
         """
         if inputs_embeds is None:
             self._check_ids(idx)
@@ -254,10 +336,14 @@ class GPTModel(nn.Module):
         t = x.shape[1]
         if past + t > self.cfg.context_length:
             ctx = self.cfg.context_length
-            raise ValueError(f"sequence of {past + t} tokens is longer than the context "
-                             f"length {ctx}; crop the input to its last {ctx} tokens")
-        if self.pos_emb is not None:  # positions past, ..., past + t - 1: rows of the table
-            x = x + self.pos_emb.weight[past:past + t]
+            raise ValueError(
+                f"sequence of {past + t} tokens is longer than the context "
+                f"length {ctx}; crop the input to its last {ctx} tokens"
+            )
+        if (
+            self.pos_emb is not None
+        ):  # positions past, ..., past + t - 1: rows of the table
+            x = x + self.pos_emb.weight[past : past + t]
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, cache, i)
@@ -267,17 +353,31 @@ class GPTModel(nn.Module):
         if idx is None:
             raise ValueError("pass idx (token ids) or inputs_embeds (vectors)")
         if idx.dim() != 2:
-            raise ValueError(f"idx must have shape (batch, tokens), got {tuple(idx.shape)}")
-        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+            raise ValueError(
+                f"idx must have shape (batch, tokens), got {tuple(idx.shape)}"
+            )
+        if (
+            idx.dtype.is_floating_point
+            or idx.dtype.is_complex
+            or idx.dtype == torch.bool
+        ):
             raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
-        if idx.numel() and not torch.compiler.is_compiling():  # compiled graphs skip this
+        if (
+            idx.numel() and not torch.compiler.is_compiling()
+        ):  # compiled graphs skip this
             low, high = torch.aminmax(idx)
             if low < 0 or high >= self.cfg.vocab_size:
-                raise ValueError(f"token ids must lie in [0, {self.cfg.vocab_size}), got ids "
-                                 f"from {int(low)} to {int(high)}")
+                raise ValueError(
+                    f"token ids must lie in [0, {self.cfg.vocab_size}), got ids "
+                    f"from {int(low)} to {int(high)}"
+                )
 
-    def forward(self, idx: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        idx: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
         return self.out_head(self.hidden_states(idx, inputs_embeds, cache))
 
     def new_cache(self, max_length: int | None = None) -> KVCache:
@@ -286,13 +386,23 @@ class GPTModel(nn.Module):
         return KVCache(self.cfg.n_layers, max_length or self.cfg.context_length)
 
 
-_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                       "U8": torch.uint8, "BOOL": torch.bool}
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read every tensor of a ``.safetensors`` file (memory-mapped, copy-on-write) into a dict."""
+    """Read every tensor of a ``.safetensors`` file (memory-mapped, copy-on-write) into
+    a dict."""
     path = Path(path)
     with open(path, "rb") as f:
         head = f.read(8)
@@ -302,14 +412,22 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path} is not a safetensors file (bad JSON header: {err})") from None
-        buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if path.stat().st_size > 8 + n else b""
+            raise ValueError(
+                f"{path} is not a safetensors file (bad JSON header: {err})"
+            ) from None
+        buffer = (
+            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            if path.stat().st_size > 8 + n
+            else b""
+        )
     tensors = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
         if info["dtype"] not in _SAFETENSORS_DTYPES:
-            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+            raise ValueError(
+                f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}"
+            )
         dtype = _SAFETENSORS_DTYPES[info["dtype"]]
         start, end = info["data_offsets"]
         count = math.prod(info["shape"])
@@ -318,7 +436,10 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
             continue
         flat = torch.frombuffer(buffer, dtype=dtype, count=count, offset=8 + n + start)
         if flat.numel() * flat.element_size() != end - start:
-            raise ValueError(f"{path}: tensor {name!r} has {end - start} bytes for shape {info['shape']}")
+            raise ValueError(
+                f"{path}: tensor {name!r} has {end - start} bytes for shape "
+                f"{info['shape']}"
+            )
         tensors[name] = flat.view(info["shape"])
     return tensors
 
@@ -326,21 +447,38 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 _SAFETENSORS_NAMES = {dtype: name for name, dtype in _SAFETENSORS_DTYPES.items()}
 
 
-def write_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path,
-                      metadata: Mapping[str, str] | None = None) -> Path:
-    """Write ``tensors`` (name -> tensor) to a ``.safetensors`` file, with optional string metadata.
+def write_safetensors(
+    tensors: Mapping[str, torch.Tensor],
+    path: str | Path,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``tensors`` (name -> tensor) to a ``.safetensors`` file, with optional
+    string metadata.
 
-    Tensors that share memory (a tied head) must be passed once. The file is written beside its
-    destination and renamed into place, so a reader never sees half a file.
+    Tensors that share memory (a tied head) must be passed once. The file is written
+    beside its destination and renamed into place, so a reader never sees half a file.
     """
     header: dict = {"__metadata__": dict(metadata)} if metadata else {}
     blobs, offset = [], 0
     for name, t in tensors.items():
         if t.dtype not in _SAFETENSORS_NAMES:
-            raise ValueError(f"tensor {name!r} has dtype {t.dtype}, which safetensors cannot store")
-        data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        header[name] = {"dtype": _SAFETENSORS_NAMES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
+            raise ValueError(
+                f"tensor {name!r} has dtype {t.dtype}, which safetensors cannot store"
+            )
+        data = (
+            t.detach()
+            .cpu()
+            .contiguous()
+            .reshape(-1)
+            .view(torch.uint8)
+            .numpy()
+            .tobytes()
+        )
+        header[name] = {
+            "dtype": _SAFETENSORS_NAMES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         blobs.append(data)
         offset += len(data)
     text = json.dumps(header, separators=(",", ":")).encode()
@@ -358,26 +496,48 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path,
     return path
 
 
-#: Hugging Face hub repositories of OpenAI's GPT-2 checkpoints, by our configuration names.
-GPT2_HUB_REPOS = {"gpt2-small": "openai-community/gpt2", "gpt2-medium": "openai-community/gpt2-medium",
-                  "gpt2-large": "openai-community/gpt2-large", "gpt2-xl": "openai-community/gpt2-xl"}
+#: Hugging Face hub repositories of OpenAI's GPT-2 checkpoints, by our configuration
+#: names.
+GPT2_HUB_REPOS = {
+    "gpt2-small": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "gpt2-large": "openai-community/gpt2-large",
+    "gpt2-xl": "openai-community/gpt2-xl",
+}
 _GPT2_ALIASES = {"gpt2": "gpt2-small", "openai-community/gpt2": "gpt2-small"}
-_GPT2_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-_GPT2_RENAME = {"ln_1": "norm1", "ln_2": "norm2", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.out_proj",
-                "mlp.c_fc": "ff.fc", "mlp.c_proj": "ff.proj"}
+_GPT2_TRANSPOSED = (
+    "attn.c_attn.weight",
+    "attn.c_proj.weight",
+    "mlp.c_fc.weight",
+    "mlp.c_proj.weight",
+)
+_GPT2_RENAME = {
+    "ln_1": "norm1",
+    "ln_2": "norm2",
+    "attn.c_attn": "attn.qkv",
+    "attn.c_proj": "attn.out_proj",
+    "mlp.c_fc": "ff.fc",
+    "mlp.c_proj": "ff.proj",
+}
 
 
 def gpt2_state_dict(hf_tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename (and transpose where needed) GPT-2 tensors in Hugging Face layout to `GPTModel` names."""
+    """Rename (and transpose where needed) GPT-2 tensors in Hugging Face layout to
+    `GPTModel` names."""
     out = {}
     for name, tensor in hf_tensors.items():
         key = name.removeprefix("transformer.")
-        if key.startswith("h.") and key.split(".", 2)[-1] in ("attn.bias", "attn.masked_bias"):
+        if key.startswith("h.") and key.split(".", 2)[-1] in (
+            "attn.bias",
+            "attn.masked_bias",
+        ):
             continue  # causal-mask buffers of the original checkpoints, not weights
         if key in ("wte.weight", "wpe.weight"):
-            out[{"wte.weight": "tok_emb.weight", "wpe.weight": "pos_emb.weight"}[key]] = tensor
+            out[
+                {"wte.weight": "tok_emb.weight", "wpe.weight": "pos_emb.weight"}[key]
+            ] = tensor
         elif key.startswith("ln_f."):
-            out["final_norm." + key[len("ln_f."):]] = tensor
+            out["final_norm." + key[len("ln_f.") :]] = tensor
         elif key == "lm_head.weight":
             out["out_head.weight"] = tensor
         elif key.startswith("h."):
@@ -385,28 +545,51 @@ def gpt2_state_dict(hf_tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.T
             module, kind = rest.rsplit(".", 1)
             if module not in _GPT2_RENAME:
                 raise ValueError(f"unexpected GPT-2 tensor {name!r}")
-            out[f"blocks.{layer}.{_GPT2_RENAME[module]}.{kind}"] = tensor.t() if rest in _GPT2_TRANSPOSED else tensor
+            out[f"blocks.{layer}.{_GPT2_RENAME[module]}.{kind}"] = (
+                tensor.t() if rest in _GPT2_TRANSPOSED else tensor
+            )
         else:
             raise ValueError(f"unexpected GPT-2 tensor {name!r}")
     return out
 
 
 def gpt2_config_from_hf(hf_config: Mapping, **overrides) -> GPTConfig:
-    """A `GPTConfig` from the fields of a Hugging Face GPT-2 ``config.json``; refuses what we can't model."""
+    """A `GPTConfig` from the fields of a Hugging Face GPT-2 ``config.json``; refuses
+    what we can't model."""
     act = hf_config.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
-        raise ValueError(f"activation {act!r} is not supported (GPTModel uses the tanh GELU of GPT-2)")
+        raise ValueError(
+            f"activation {act!r} is not supported (GPTModel uses the tanh GELU of "
+            "GPT-2)"
+        )
     d = hf_config.get("n_embd", 768)
     if hf_config.get("n_inner") not in (None, 4 * d):
-        raise ValueError(f"n_inner={hf_config['n_inner']} is not supported (GPTModel uses 4 * n_embd)")
-    if hf_config.get("scale_attn_by_inverse_layer_idx", False) or not hf_config.get("scale_attn_weights", True):
-        raise ValueError("only GPT-2's standard 1/sqrt(head_dim) attention scaling is supported")
+        raise ValueError(
+            f"n_inner={hf_config['n_inner']} is not supported (GPTModel uses 4 * "
+            "n_embd)"
+        )
+    if hf_config.get("scale_attn_by_inverse_layer_idx", False) or not hf_config.get(
+        "scale_attn_weights", True
+    ):
+        raise ValueError(
+            "only GPT-2's standard 1/sqrt(head_dim) attention scaling is supported"
+        )
     if abs(hf_config.get("layer_norm_epsilon", 1e-5) - 1e-5) > 1e-12:
-        raise ValueError(f"layer_norm_epsilon={hf_config['layer_norm_epsilon']} is not supported (GPTModel uses 1e-5)")
-    cfg = GPTConfig(vocab_size=hf_config.get("vocab_size", 50257), context_length=hf_config.get("n_positions", 1024),
-                    d_model=d, n_heads=hf_config.get("n_head", 12), n_layers=hf_config.get("n_layer", 12),
-                    dropout=hf_config.get("resid_pdrop", 0.1), qkv_bias=True,
-                    tie_weights=hf_config.get("tie_word_embeddings", True), pre_norm=True)
+        raise ValueError(
+            f"layer_norm_epsilon={hf_config['layer_norm_epsilon']} is not supported "
+            "(GPTModel uses 1e-5)"
+        )
+    cfg = GPTConfig(
+        vocab_size=hf_config.get("vocab_size", 50257),
+        context_length=hf_config.get("n_positions", 1024),
+        d_model=d,
+        n_heads=hf_config.get("n_head", 12),
+        n_layers=hf_config.get("n_layer", 12),
+        dropout=hf_config.get("resid_pdrop", 0.1),
+        qkv_bias=True,
+        tie_weights=hf_config.get("tie_word_embeddings", True),
+        pre_norm=True,
+    )
     return cfg.with_(**overrides)
 
 
@@ -414,51 +597,79 @@ def _weights_file(path: Path) -> Path:
     if path.is_dir():
         path = path / "model.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"no GPT-2 weights at {path} (expected a model.safetensors file or a "
-                                f"directory that holds one)")
+        raise FileNotFoundError(
+            f"no GPT-2 weights at {path} (expected a model.safetensors file or a "
+            f"directory that holds one)"
+        )
     return path
 
 
 @torch.no_grad()
-def load_gpt2_weights(model: GPTModel, source: str | Path | Mapping[str, torch.Tensor]) -> GPTModel:
-    """Copy GPT-2 weights in Hugging Face layout into ``model`` (in place) and return it.
+def load_gpt2_weights(
+    model: GPTModel, source: str | Path | Mapping[str, torch.Tensor]
+) -> GPTModel:
+    """Copy GPT-2 weights in Hugging Face layout into ``model`` (in place) and return
+    it.
 
-    ``source`` is a ``model.safetensors`` file, a directory holding one, or a dict of tensors with
-    GPT-2's names (as ``transformers`` or the hub files name them). The model's configuration must
-    match the weights' shapes; with ``tie_weights`` the head is the token embedding, otherwise it is
-    ``lm_head`` when the file has one, else a copy of the token embedding (GPT-2 is tied).
+    ``source`` is a ``model.safetensors`` file, a directory holding one, or a dict of
+    tensors with GPT-2's names (as ``transformers`` or the hub files name them). The
+    model's configuration must match the weights' shapes; with ``tie_weights`` the head
+    is the token embedding, otherwise it is ``lm_head`` when the file has one, else a
+    copy of the token embedding (GPT-2 is tied).
     """
-    hf = source if isinstance(source, Mapping) else read_safetensors(_weights_file(Path(source)))
+    hf = (
+        source
+        if isinstance(source, Mapping)
+        else read_safetensors(_weights_file(Path(source)))
+    )
     state = gpt2_state_dict(hf)
     n_file = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
     if n_file != model.cfg.n_layers:
-        raise ValueError(f"the weights have {n_file} blocks but the model has {model.cfg.n_layers}")
+        raise ValueError(
+            f"the weights have {n_file} blocks but the model has {model.cfg.n_layers}"
+        )
     head = state.pop("out_head.weight", None)
     if not model.cfg.tie_weights:
         state["out_head.weight"] = head if head is not None else state["tok_emb.weight"]
     else:
         if head is not None and not torch.equal(head, state["tok_emb.weight"]):
-            raise ValueError("the weights have an lm_head that differs from the token embedding (untied); "
-                             "build the model with tie_weights=False")
-        state["out_head.weight"] = state["tok_emb.weight"]  # the same tensor in the model
+            raise ValueError(
+                "the weights have an lm_head that differs from the token embedding "
+                "(untied); "
+                "build the model with tie_weights=False"
+            )
+        state["out_head.weight"] = state[
+            "tok_emb.weight"
+        ]  # the same tensor in the model
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ValueError(f"the GPT-2 weights do not fit this model's configuration: {err}") from None
+        raise ValueError(
+            f"the GPT-2 weights do not fit this model's configuration: {err}"
+        ) from None
     return model
 
 
-def download_gpt2(name: str = "gpt2-small", cache_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """Download OpenAI's GPT-2 ``model.safetensors`` and ``config.json`` from the Hugging Face hub.
+def download_gpt2(
+    name: str = "gpt2-small", cache_dir: str | Path | None = None, progress: bool = True
+) -> Path:
+    """Download OpenAI's GPT-2 ``model.safetensors`` and ``config.json`` from the
+    Hugging Face hub.
 
-    ``name`` is one of ``GPT2_HUB_REPOS`` (or "gpt2"). Files go to ``cache_dir`` (default
-    ``~/.cache/gptbook/<name>``) and are not downloaded again. Returns the directory. Needs internet
-    access (e.g. on Colab); GPT-2 small is 548 MB, XL 6.4 GB.
+    ``name`` is one of ``GPT2_HUB_REPOS`` (or "gpt2"). Files go to ``cache_dir``
+    (default ``~/.cache/gptbook/<name>``) and are not downloaded again. Returns the
+    directory. Needs internet access (e.g. on Colab); GPT-2 small is 548 MB, XL 6.4 GB.
     """
     name = _GPT2_ALIASES.get(name, name)
     if name not in GPT2_HUB_REPOS:
-        raise ValueError(f"unknown GPT-2 size {name!r}; choose one of {sorted(GPT2_HUB_REPOS)}")
-    folder = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "gptbook" / name
+        raise ValueError(
+            f"unknown GPT-2 size {name!r}; choose one of {sorted(GPT2_HUB_REPOS)}"
+        )
+    folder = (
+        Path(cache_dir)
+        if cache_dir is not None
+        else Path.home() / ".cache" / "gptbook" / name
+    )
     folder.mkdir(parents=True, exist_ok=True)
     for file in ("config.json", "model.safetensors"):
         target = folder / file
@@ -471,7 +682,10 @@ def download_gpt2(name: str = "gpt2-small", cache_dir: str | Path | None = None,
             bar = None
             if progress:
                 from tqdm.auto import tqdm
-                bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"{name}/{file}")
+
+                bar = tqdm(
+                    total=total, unit="B", unit_scale=True, desc=f"{name}/{file}"
+                )
             while chunk := response.read(1 << 20):
                 out.write(chunk)
                 if bar is not None:
@@ -482,21 +696,26 @@ def download_gpt2(name: str = "gpt2-small", cache_dir: str | Path | None = None,
     return folder
 
 
-def _from_pretrained_gpt2(cls, name_or_path: str | Path = "gpt2-small", **overrides) -> GPTModel:
+def _from_pretrained_gpt2(
+    cls, name_or_path: str | Path = "gpt2-small", **overrides
+) -> GPTModel:
     """A `GPTModel` with OpenAI's GPT-2 weights, in eval mode.
 
-    ``name_or_path`` is a size name ("gpt2-small"/"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"),
-    downloaded with `download_gpt2` unless it is already cached, or a local directory with
-    ``model.safetensors`` (and ``config.json``), or a ``.safetensors`` file. ``overrides`` change
-    `GPTConfig` fields that do not affect the weights' shapes (``dropout``, ``attn_impl``; also
-    ``n_heads`` when loading a bare file of non-standard width).
+    ``name_or_path`` is a size name ("gpt2-small"/"gpt2", "gpt2-medium", "gpt2-large",
+    "gpt2-xl"), downloaded with `download_gpt2` unless it is already cached, or a local
+    directory with ``model.safetensors`` (and ``config.json``), or a ``.safetensors``
+    file. ``overrides`` change `GPTConfig` fields that do not affect the weights' shapes
+    (``dropout``, ``attn_impl``; also ``n_heads`` when loading a bare file of
+    non-standard width).
     """
     path = Path(name_or_path)
     named = _GPT2_ALIASES.get(str(name_or_path), str(name_or_path))
     if not path.exists():
         if named not in GPT2_HUB_REPOS:
-            raise FileNotFoundError(f"{name_or_path!r} is neither a local file or directory nor one of "
-                                    f"{sorted(GPT2_HUB_REPOS)}")
+            raise FileNotFoundError(
+                f"{name_or_path!r} is neither a local file or directory nor one of "
+                f"{sorted(GPT2_HUB_REPOS)}"
+            )
         path = download_gpt2(named)
     config_file = (path if path.is_dir() else path.parent) / "config.json"
     if config_file.is_file():
@@ -504,17 +723,37 @@ def _from_pretrained_gpt2(cls, name_or_path: str | Path = "gpt2-small", **overri
         hf = read_safetensors(_weights_file(path))
     else:  # a bare weights file: infer the sizes from the shapes
         hf = read_safetensors(_weights_file(path))
-        wte, wpe = hf.get("wte.weight", hf.get("transformer.wte.weight")), hf.get("wpe.weight", hf.get("transformer.wpe.weight"))
+        wte, wpe = (
+            hf.get("wte.weight", hf.get("transformer.wte.weight")),
+            hf.get("wpe.weight", hf.get("transformer.wpe.weight")),
+        )
         if wte is None or wpe is None:
-            raise ValueError(f"{path} does not look like GPT-2 weights (no wte/wpe tensors)")
+            raise ValueError(
+                f"{path} does not look like GPT-2 weights (no wte/wpe tensors)"
+            )
         d = wte.shape[1]
         heads = {768: 12, 1024: 16, 1280: 20, 1600: 25}.get(d)
         if heads is None and "n_heads" not in overrides:
-            raise ValueError(f"cannot tell the number of heads for width {d}: pass n_heads=... or add config.json")
-        n_layers = len({k.removeprefix("transformer.").split(".")[1] for k in hf if ".h." in "." + k})
+            raise ValueError(
+                f"cannot tell the number of heads for width {d}: pass n_heads=... or "
+                "add config.json"
+            )
+        n_layers = len(
+            {
+                k.removeprefix("transformer.").split(".")[1]
+                for k in hf
+                if ".h." in "." + k
+            }
+        )
         has_head = "lm_head.weight" in hf
-        cfg = GPTConfig(vocab_size=wte.shape[0], context_length=wpe.shape[0], d_model=d, n_heads=heads or 1,
-                        n_layers=n_layers, tie_weights=not has_head).with_(**overrides)
+        cfg = GPTConfig(
+            vocab_size=wte.shape[0],
+            context_length=wpe.shape[0],
+            d_model=d,
+            n_heads=heads or 1,
+            n_layers=n_layers,
+            tie_weights=not has_head,
+        ).with_(**overrides)
     return load_gpt2_weights(cls(cfg), hf).eval()
 
 
