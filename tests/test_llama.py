@@ -423,3 +423,19 @@ def test_rope_model_generates_past_its_window_like_recomputing():
     prompt = torch.randint(0, 40, (1, 5))
     assert torch.equal(generate(model, prompt, 20), generate(model, prompt, 20, use_cache=False))
     assert not math.isnan(model(prompt).sum().item())
+
+
+@pytest.mark.skipif(not __import__("gptbook.base").base.is_online(),
+                    reason="the Hugging Face hub cannot be reached (or GPTBOOK_ONLINE=0)")
+def test_smollm2_from_the_hub_equals_transformers():
+    """Online only (e.g. on Colab): the real SmolLM2-135M through our loader, against transformers."""
+    folder = download_llama("HuggingFaceTB/SmolLM2-135M", progress=False)
+    ours = load_llama(folder)
+    assert count_parameters(ours) == llama_parameters(LLAMA_CONFIGS["smollm2-135m"])
+    hf = LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    idx = torch.randint(0, 49152, (1, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (ours(idx) - hf(idx).logits).abs().max().item() < 1e-3
+        assert torch.equal(generate(ours, idx, 8),
+                           hf.generate(idx, max_new_tokens=8, do_sample=False,
+                                       eos_token_id=None, pad_token_id=0))
