@@ -359,31 +359,6 @@ class NextTokenDataset(Dataset):
         )
         return chunk[:-1], chunk[1:]
 
-    def __getstate__(self):
-        # Worker processes started with "spawn" (macOS, Windows) receive a pickled copy:
-        # send a
-        # memory map as its file name, not as the whole array.
-        state = self.__dict__.copy()
-        tokens = state["tokens"]
-        if isinstance(tokens, np.memmap) and tokens.filename is not None:
-            state["tokens"] = (
-                "memmap",
-                tokens.filename,
-                tokens.dtype.str,
-                tokens.offset,
-                tokens.shape,
-            )
-        return state
-
-    def __setstate__(self, state):
-        tokens = state["tokens"]
-        if isinstance(tokens, tuple) and tokens and tokens[0] == "memmap":
-            _, filename, dtype, offset, shape = tokens
-            state["tokens"] = np.memmap(
-                filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape
-            )
-        self.__dict__.update(state)
-
 
 def _names_a_file(text: str) -> bool:
     """Whether a ``str`` is meant as a file name: it names a file, or is one word shaped
@@ -447,3 +422,28 @@ def create_dataloader(
         num_workers=num_workers,
         generator=generator,
     )
+
+
+def _dataset_getstate(self: NextTokenDataset) -> dict:
+    """Pickle a dataset over a memory map as the file's name, not as the whole array."""
+    state = self.__dict__.copy()
+    tokens = state["tokens"]
+    if isinstance(tokens, np.memmap) and tokens.filename is not None:
+        spec = (tokens.filename, tokens.dtype.str, tokens.offset, tokens.shape)
+        state["tokens"] = ("memmap", *spec)
+    return state
+
+
+def _dataset_setstate(self: NextTokenDataset, state: dict) -> None:
+    """Reopen the memory map a pickled dataset names."""
+    tokens = state["tokens"]
+    if isinstance(tokens, tuple) and tokens and tokens[0] == "memmap":
+        _, filename, dtype, offset, shape = tokens
+        state["tokens"] = np.memmap(
+            filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape
+        )
+    self.__dict__.update(state)
+
+
+NextTokenDataset.__getstate__ = _dataset_getstate
+NextTokenDataset.__setstate__ = _dataset_setstate
