@@ -56,7 +56,7 @@ def test_adding_a_task_changes_no_other(data):
 
 def test_answers_are_correct(data):
     """Recompute a sample of answers independently of the generator."""
-    from gptbook.instruct import _cmu  # the cached CMU dictionary (loading it again takes seconds)
+    from gptbook.instruct_data import _cmu  # the cached CMU dictionary (loading it again takes seconds)
 
     cmu = _cmu()
     for ex in random.Random(0).sample(data, 120):
@@ -450,3 +450,18 @@ def test_a_damaged_or_foreign_cache_file_is_refused_and_retrained(tmp_path, monk
     with pytest.warns(UserWarning, match="fine-tuning again"):
         model, _ = instruct.finetuned_model("cpu", "book", TINY_RECIPE)
     assert isinstance(instruct.load_finetuned(path, recipe=TINY_RECIPE), GPTModel)
+
+
+def test_later_chapters_find_the_whole_api_in_gptbook_instruct():
+    """Chapters 11 and 12 import the instruction set's functions from ``gptbook.instruct``;
+    they live in ``gptbook.instruct_data`` and are the same objects."""
+    import gptbook.instruct as instruct
+    import gptbook.instruct_data as instruct_data
+
+    for name in ("TASKS", "build_instruction_dataset", "split_by_task", "check_answer",
+                 "well_formed", "token_f1", "load_alpaca", "save_alpaca", "rhymes"):
+        assert getattr(instruct, name) is getattr(instruct_data, name)
+    for name in ("format_prompt", "respond", "finetuned_model", "finetune",
+                 "InstructionDataset", "evaluate_instructions", "SFT_RECIPE"):
+        assert callable(getattr(instruct, name)) or isinstance(getattr(instruct, name), dict)
+    assert "torch" not in vars(instruct_data)  # the instruction set needs no torch
