@@ -4,7 +4,9 @@ from __future__ import annotations
 __all__ = ['kl_penalized_rewards', 'gae', 'ppo_clip_loss', 'ppo_rollout', 'ppo_update', 'train_ppo']
 
 
-"""RLHF with PPO: KL-penalised rewards, GAE, the clipped objective, the training loop."""
+"""RLHF with PPO: KL-penalised rewards, GAE, the clipped objective, the training loop.
+"""
+
 
 import random
 import time
@@ -14,8 +16,15 @@ import torch
 import torch.nn as nn
 
 from gptbook import instruct
-from gptbook.align import (pack, prompt_ids, response_text, reward_scores,
-                           sample_responses, token_logprobs)
+from gptbook.align import (
+    _bar,
+    pack,
+    prompt_ids,
+    response_text,
+    reward_scores,
+    sample_responses,
+    token_logprobs,
+)
 
 
 def kl_penalized_rewards(scores, logp, ref_logp, mask, beta: float) -> torch.Tensor:
@@ -173,8 +182,6 @@ def train_ppo(
     penalty ``beta`` towards the frozen ``ref``. Each round samples from
     ``prompts_per_round`` random examples. Returns per-round mean score, KL (nats per
     answer), accuracy (`check_answer`) and answer length, and the wall time."""
-    from tqdm.auto import tqdm
-
     device = next(policy.parameters()).device
     value_head = nn.Linear(policy.cfg.d_model, 1).to(device)  # on the policy's trunk
     nn.init.zeros_(value_head.weight)
@@ -183,7 +190,7 @@ def train_ppo(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     g, rng = torch.Generator().manual_seed(seed), random.Random(seed)
     hist, t0 = defaultdict(list), time.perf_counter()
-    for _ in tqdm(range(rounds), desc="PPO"):
+    for _ in _bar(iterable=range(rounds), desc="PPO"):
         chosen = rng.sample(examples, prompts_per_round)
         batch = ppo_rollout(
             policy,
