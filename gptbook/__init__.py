@@ -22,6 +22,7 @@
 #   gptbook.ppo            <- chapters/11_alignment.ipynb
 #   gptbook.prompt_tuning  <- chapters/09_prompt_tuning.ipynb
 #   gptbook.rag            <- chapters/12_rag.ipynb
+#   gptbook.retrieval      <- chapters/12_rag.ipynb
 #   gptbook.tokenizer      <- chapters/01_tokenization.ipynb
 #   gptbook.train          <- chapters/05_pretraining.ipynb
 #   gptbook.utils          <- chapters/00_data.ipynb

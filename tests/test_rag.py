@@ -1,5 +1,6 @@
-"""gptbook.rag: the document store, BM25 equal to rank-bm25, the retrieval metrics and fusion,
-exact and approximate search, the dense encoder, and the RAG-Sequence marginalisation."""
+"""gptbook.rag and gptbook.retrieval: the document store, BM25 equal to rank-bm25, the retrieval
+metrics and fusion, exact and approximate search, the dense encoder, and the RAG-Sequence
+marginalisation."""
 import json
 import math
 import random
@@ -12,12 +13,13 @@ import torch.nn.functional as F
 from gptbook.generate import generate
 from gptbook.instruct import format_prompt
 from gptbook.model import GPTConfig, GPTModel
-from gptbook.rag import (BM25, QUESTION_TEMPLATES, DenseEncoder, IVFIndex, answer_logprobs,
-                         build_store, cut_passages, exact_match, greedy_answers, in_batch_loss,
-                         kmeans, load_store, make_questions, marginalize, mean_pool,
-                         mean_reciprocal_rank, pad_batch, passage_text, rag_example,
-                         rag_sequence_answers, recall_at_k, reciprocal_rank_fusion, save_store,
-                         split_addresses, top_k_exact, words)
+from gptbook.rag import (QUESTION_TEMPLATES, answer_logprobs, build_store, cut_passages,
+                         exact_match, greedy_answers, load_store, make_questions, marginalize,
+                         passage_text, rag_example, rag_sequence_answers, save_store,
+                         split_addresses)
+from gptbook.retrieval import (BM25, DenseEncoder, IVFIndex, in_batch_loss, kmeans, mean_pool,
+                               mean_reciprocal_rank, pad_batch, recall_at_k,
+                               reciprocal_rank_fusion, top_k_exact, words)
 from gptbook.tokenizer import gpt2_encoding
 
 EOT = 50256
@@ -68,7 +70,7 @@ def test_store_fields_and_round_trip(tmp_path):
     for p in store:
         a = ADDRESSES[p["address"]]
         assert (p["president"], p["year"]) == (a["name"], a["year"]) and p["text"] in a["text"]
-    assert passage_text(store[0]).startswith("Ada Adams (1801): The harvest")
+    assert passage_text(store[0]).startswith("In 1801, Ada Adams said: The harvest")
     path = save_store(store, tmp_path / "s" / "store.json")
     assert load_store(path) == store
     sampled = build_store(ADDRESSES, max_words=12, min_words=3, per_address=1, seed=4)
@@ -330,3 +332,17 @@ def test_exact_match():
     assert exact_match("  george  WASHINGTON.", "George Washington")
     assert exact_match('"1790"', "1790")
     assert not exact_match("1791", "1790") and not exact_match("George", "George Washington")
+
+
+def test_passage_titles_hold_the_answers_as_the_same_tokens():
+    """The generator copies its answer: with the book's tokenizer, " <year>" and " <name>" are
+    token runs of the passage exactly as they are of the answer that follows "### Answer:"."""
+    from gptbook.base import base_dir
+    from gptbook.tokenizer import ByteLevelBPE
+    book = ByteLevelBPE.load(base_dir() / "tokenizer.json")
+    store = build_store(ADDRESSES, max_words=12, min_words=3)
+    for p in store:
+        text = book.encode_ordinary(passage_text(p))
+        for answer in (p["president"], str(p["year"])):
+            a = book.encode_ordinary(" " + answer)
+            assert any(text[i:i + len(a)] == a for i in range(len(text))), (answer, p)
