@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from gptbook.corpora import file_sha256, read_sums
 from gptbook.instruct_data import (
     TASKS,
     build_instruction_dataset,
@@ -538,27 +539,18 @@ def train_sft(model, enc, recipe: dict, progress: bool = False) -> dict:
 _SFT_FORMAT = "gptbook-instruct-1"
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _base_checksum(base: str) -> str:
     """The checksum of a base model's weights (and, for the book's, its tokenizer)."""
     if base == "book":
         from gptbook.base import base_dir
 
-        lines = (base_dir() / "SHA256SUMS").read_text().split("\n")
-        sums = dict(reversed(line.split(maxsplit=1)) for line in lines if line.strip())
+        sums = read_sums(base_dir())
         return sums["model.safetensors"] + sums["tokenizer.json"]  # load_base checks
     if base == "gpt2":
         from gptbook.model import download_gpt2
 
         folder = download_gpt2("gpt2-small", progress=False)
-        return _file_sha256(folder / "model.safetensors")
+        return file_sha256(folder / "model.safetensors")
     raise ValueError(f"base must be 'book' or 'gpt2', got {base!r}")
 
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gptbook.classify import read_tensor_file, tensors_sha256, write_tensor_file
+from gptbook.checkpoint import tensors_sha256
+from gptbook.classify import read_tensor_file, write_tensor_file
 
 
 def finetune_memory(

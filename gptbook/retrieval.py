@@ -91,6 +91,13 @@ class BM25:
         return ids, top
 
 
+def _relevant_ids(rel) -> set[int]:
+    """One query's relevant ids as a set: ``rel`` is one id or a collection of ids."""
+    if isinstance(rel, (set, frozenset, list, tuple, np.ndarray)):
+        return {int(r) for r in rel}
+    return {int(rel)}
+
+
 def recall_at_k(retrieved, relevant, k: int) -> float:
     """Mean over queries of the share of a query's relevant documents found in its first
     ``k``.
@@ -109,11 +116,7 @@ def recall_at_k(retrieved, relevant, k: int) -> float:
         )
     total = 0.0
     for ranked, rel in zip(retrieved, relevant):
-        rel = (
-            {int(r) for r in rel}
-            if isinstance(rel, (set, frozenset, list, tuple, np.ndarray))
-            else {int(rel)}
-        )
+        rel = _relevant_ids(rel)
         if not rel:
             raise ValueError("every query needs at least one relevant id")
         total += len(rel & {int(i) for i in list(ranked)[:k]}) / len(rel)
@@ -130,11 +133,7 @@ def mean_reciprocal_rank(retrieved, relevant) -> float:
         )
     total = 0.0
     for ranked, rel in zip(retrieved, relevant):
-        rel = (
-            {int(r) for r in rel}
-            if isinstance(rel, (set, frozenset, list, tuple, np.ndarray))
-            else {int(rel)}
-        )
+        rel = _relevant_ids(rel)
         total += next(
             (1 / r for r, i in enumerate(list(ranked), 1) if int(i) in rel), 0.0
         )

@@ -2,52 +2,31 @@
 
     python tools/plot_base.py
 
-Reads ``data/base/train_log.csv``, ``eval_log.csv`` and ``metrics.json`` (written by chapter 5's
-``export_base``), draws the training and validation curves in bits per byte against the unigram
-baseline, and adds the figure to ``data/base/SHA256SUMS`` and ``data/SHA256SUMS``.
+Draws what chapter 5 shows (``gptbook.base.plot_base_curves``: the training and validation curves
+in bits per byte against the unigram baseline) and adds the figure to ``data/base/SHA256SUMS`` and
+``data/SHA256SUMS``.
 """
-import csv
-import hashlib
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-BASE = Path(__file__).resolve().parent.parent / "data" / "base"
+from gptbook.base import base_dir, base_metrics, plot_base_curves  # noqa: E402
+from gptbook.corpora import data_dir, file_sha256, read_sums, write_data_sums  # noqa: E402
 
 
 def main() -> None:
-    m = json.loads((BASE / "metrics.json").read_text())
-    bpt = m["val_bytes_per_token"]
-    with open(BASE / "train_log.csv") as f:
-        train = [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
-    with open(BASE / "eval_log.csv") as f:
-        val = [(int(r["step"]), float(r["val_bpb"])) for r in csv.DictReader(f)]
-    steps, losses = zip(*train)
-    k = 10  # a 100-step moving average of the training loss
-    smooth = [sum(losses[i - k + 1:i + 1]) / k for i in range(k - 1, len(losses))]
+    folder, m = base_dir(), base_metrics()
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
-    ax.plot(steps[k - 1:], [x / 0.6931471805599453 / bpt for x in smooth], label="training (average)")
-    ax.plot(*zip(*val), "o-", ms=3, label="validation (2001-2021 speeches)")
-    ax.axhline(m["unigram_val_bpb"], color="gray", ls="--", lw=1, label="unigram")
-    ax.set(title=f"gptbook base model: {m['parameters']:,} parameters, {m['tokens_seen']:,} tokens",
-           xlabel="step", ylabel="bits per byte", ylim=(1.3, 3.2))
+    plot_base_curves(ax, folder)
+    ax.set(title=f"gptbook base model: {m['parameters']:,} parameters, {m['tokens_seen']:,} tokens")
     ax.grid(alpha=0.3)
-    ax.legend()
     fig.tight_layout()
-    out = BASE / "loss_curve.png"
+    out = folder / "loss_curve.png"
     fig.savefig(out, metadata={"Software": None})  # no timestamp or version: reproducible bytes
-    sums = [line for line in (BASE / "SHA256SUMS").read_text().splitlines()
-            if line and not line.endswith("  loss_curve.png")]
-    sums.append(f"{hashlib.sha256(out.read_bytes()).hexdigest()}  loss_curve.png")
-    (BASE / "SHA256SUMS").write_text("\n".join(sums) + "\n")
-    subprocess.run([sys.executable, str(BASE.parent.parent / "tools" / "prepare_data.py"), "--sums-only"],
-                   check=True)
+    sums = {**read_sums(folder), out.name: file_sha256(out)}
+    (folder / "SHA256SUMS").write_text("".join(f"{d}  {n}\n" for n, d in sums.items()))
+    write_data_sums(data_dir(), [f"base/{out.name}", "base/SHA256SUMS"])
     print(f"wrote {out}")
 
 
