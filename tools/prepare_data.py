@@ -301,7 +301,10 @@ def write_readme(rows: list[tuple[str, dict]]) -> None:
         client, spec, digest, licence = SOURCES[name]
         source = f"npm `{spec}`" if client == "npm" else f"Debian `{spec.replace('=', ' ')}`"
         lines.append(f"| `{info['file']}` | {info['what']} | {source} | `{digest}` | {licence} |")
-    lines += ["", "`SHA256SUMS` lists the sha256 of every file here, `base/` included (check them with",
+    lines += ["", "`base/` holds the book's pre-trained base model (its recipe, logs and loss curve with it);",
+              "`spam_headline/` the record of chapter 6's full-scale headline run, written by",
+              "`tools/spam_headline.py`: its scores and the first seed's classifier.", "",
+              "`SHA256SUMS` lists the sha256 of every file here, subfolders included (check them with",
               "`cd data && sha256sum -c SHA256SUMS`); the loaders verify each file against it the first",
               "time a process reads it. After changing a file on purpose, run",
               "`python tools/prepare_data.py --sums-only`.", "",
