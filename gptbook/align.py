@@ -140,47 +140,43 @@ def response_text(enc, ids: list[int]) -> str:
     return enc.decode(ids).strip()
 
 
-#: Where a rejected answer comes from, in the order the kinds are used.
-PAIR_KINDS = ("sample", "truncated", "off_task")
+#: Where a pair's answers come from: ``own``, a right and a wrong answer both sampled
+#: from the model; ``reference``, the reference answer against a wrong sample (the model
+#: was never right); ``truncated``, the reference against itself cut short (the model
+#: made too few distinct mistakes).
+PAIR_KINDS = ("own", "reference", "truncated")
 
 
-def _wrong_answers(example, samples, distractors, rng, enc) -> list[tuple[str, str]]:
-    """(kind, answer) pairs of wrong answers to ``example``, in the order of
-    `PAIR_KINDS`: the model's own distinct samples, the reference cut to its first half
-    of tokens, a distractor. Only answers that `check_answer` calls wrong are kept."""
+def _judge_samples(example, samples, enc) -> tuple[list[str], list[tuple[str, str]]]:
+    """The distinct non-empty samples that `check_answer` accepts, and ``(kind,
+    answer)`` for the wrong ones: the samples first, then the reference cut to its
+    first half of tokens when that is wrong too."""
+    texts = [t.strip() for t in dict.fromkeys(samples) if t.strip()]
+    right = [t for t in texts if instruct.check_answer(example, t)]
+    wrong = [("sample", t) for t in texts if t not in right]
     ref = _ids(enc, example["output"])
-    found = [("sample", t) for t in dict.fromkeys(samples)]
-    if len(ref) > 1:
-        found.append(("truncated", enc.decode(ref[: len(ref) // 2])))
-    if distractors:
-        found.append(("off_task", rng.choice(distractors)))
-    return [
-        (kind, t.strip())
-        for kind, t in found
-        if t.strip() and not instruct.check_answer(example, t.strip())
-    ]
+    cut = enc.decode(ref[: len(ref) // 2]).strip() if len(ref) > 1 else ""
+    if cut and not instruct.check_answer(example, cut):
+        wrong.append(("truncated", cut))
+    return right, wrong
 
 
 def build_preference_pairs(
     model,
     enc,
     examples,
-    distractors=(),
-    n_samples: int = 4,
+    n_samples: int = 8,
     pairs_per_example: int = 1,
     max_new_tokens: int = 16,
     seed: int = 0,
 ) -> list[dict]:
-    """Preference pairs: chapter 7's Alpaca fields plus ``chosen``, ``rejected``,
-    ``kind``.
+    """Preference pairs judged by `check_answer`: chapter 7's Alpaca fields plus
+    ``chosen``, ``rejected`` and ``kind`` (see `PAIR_KINDS`).
 
-    The model answers each example ``n_samples`` times (temperature 1). ``chosen`` is
-    the reference answer; the ``rejected`` answers, one pair each and at most
-    ``pairs_per_example``, are distinct wrong answers taken in the order of
-    `PAIR_KINDS`: the model's own mistakes first, then the reference cut short, then one
-    of ``distractors`` (answers to other requests). An example with no wrong answer at
-    all gives no pair."""
-    rng = random.Random(seed)
+    The model answers each example ``n_samples`` times (temperature 1). Each of its
+    distinct wrong answers, at most ``pairs_per_example``, makes one pair; the chosen
+    answer is one of its own right answers (taken in turn) or, when it had none, the
+    reference. An example with no wrong answer at all gives no pair."""
     prompts = [prompt_ids(enc, ex) for ex in examples]
     samples = sample_responses(
         model,
@@ -192,16 +188,17 @@ def build_preference_pairs(
     )
     pairs = []
     for ex, rows in zip(examples, samples):
-        texts = [response_text(enc, r) for r in rows]
-        for kind, wrong in _wrong_answers(ex, texts, list(distractors), rng, enc)[
-            :pairs_per_example
-        ]:
+        right, wrong = _judge_samples(ex, [response_text(enc, r) for r in rows], enc)
+        for j, (source, answer) in enumerate(wrong[:pairs_per_example]):
+            chosen = right[j % len(right)] if right else ex["output"]
+            kind = "own" if right else "reference"
+            kind = "truncated" if source == "truncated" else kind
             pairs.append(
                 {
                     "instruction": ex["instruction"],
                     "input": ex.get("input", ""),
-                    "chosen": ex["output"],
-                    "rejected": wrong,
+                    "chosen": chosen,
+                    "rejected": answer,
                     "task": ex.get("task", ""),
                     "kind": kind,
                 }

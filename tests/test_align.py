@@ -63,14 +63,38 @@ def test_sequence_logprobs_equal_cross_entropy_of_each_pair_alone():
 def test_preference_pairs_layout_and_rejected_always_wrong(enc):
     examples = build_instruction_dataset(seed=5, n_per_task=3, tasks=("first_word", "spam", "arithmetic"))
     pairs = A.build_preference_pairs(tiny_model(), enc, examples, n_samples=2, max_new_tokens=4, seed=1)
-    assert len(pairs) == len(examples)
-    for ex, p in zip(examples, pairs):
+    assert 0 < len(pairs) <= len(examples)
+    by_request = {(ex["instruction"], ex["input"]): ex for ex in examples}
+    for p in pairs:
         assert set(p) == {"instruction", "input", "chosen", "rejected", "task", "kind"}
-        assert p["instruction"] == ex["instruction"] and p["input"] == ex["input"]
+        ex = by_request[p["instruction"], p["input"]]
         assert check_answer(ex, p["chosen"]) and not check_answer(ex, p["rejected"])
         assert p["kind"] in A.PAIR_KINDS and p["rejected"]
     again = A.build_preference_pairs(tiny_model(), enc, examples, n_samples=2, max_new_tokens=4, seed=1)
     assert again == pairs
+
+
+def test_preference_pairs_prefer_the_models_own_right_answer(enc, monkeypatch):
+    """A right sample is chosen over each wrong one (kind "own"); with no right sample the
+    reference stands in ("reference"); too few mistakes are filled in by the reference cut
+    short ("truncated")."""
+    ex = {"instruction": "Say the words.", "input": "", "output": "red green blue", "task": "echo"}
+    answers = {0: ["red green blue", "red", "red", "blue"], 1: ["green", "green", "", "green"]}
+    calls = iter(answers)
+
+    def fake_samples(model, enc_, prompts, n, max_new_tokens, temperature=1.0, generator=None):
+        rows = answers[next(calls)]
+        return [[A.response_ids(enc_, t) for t in rows]]
+
+    monkeypatch.setattr(A, "sample_responses", fake_samples)
+    own = A.build_preference_pairs(None, enc, [ex], n_samples=4, pairs_per_example=3)
+    ref_ids = A._ids(enc, "red green blue")
+    cut = enc.decode(ref_ids[: len(ref_ids) // 2]).strip()
+    assert [(p["chosen"], p["rejected"], p["kind"]) for p in own] == [
+        ("red green blue", "red", "own"), ("red green blue", "blue", "own"),
+        ("red green blue", cut, "truncated")]
+    ref = A.build_preference_pairs(None, enc, [ex], n_samples=4, pairs_per_example=1)
+    assert [(p["chosen"], p["rejected"], p["kind"]) for p in ref] == [("red green blue", "green", "reference")]
 
 
 def test_preferences_round_trip_and_refuse_bad_files(tmp_path):
