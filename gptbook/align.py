@@ -7,7 +7,6 @@ __all__ = ['prompt_ids', 'response_ids', 'pack', 'token_logprobs', 'sequence_log
 import json
 import math
 import os
-import random
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -176,7 +175,8 @@ def build_preference_pairs(
     The model answers each example ``n_samples`` times (temperature 1). Each of its
     distinct wrong answers, at most ``pairs_per_example``, makes one pair; the chosen
     answer is one of its own right answers (taken in turn) or, when it had none, the
-    reference. An example with no wrong answer at all gives no pair."""
+    reference; the reference cut short is rejected in favour of the whole reference. An
+    example with no wrong answer at all gives no pair."""
     prompts = [prompt_ids(enc, ex) for ex in examples]
     samples = sample_responses(
         model,
@@ -192,7 +192,8 @@ def build_preference_pairs(
         for j, (source, answer) in enumerate(wrong[:pairs_per_example]):
             chosen = right[j % len(right)] if right else ex["output"]
             kind = "own" if right else "reference"
-            kind = "truncated" if source == "truncated" else kind
+            if source == "truncated":  # the reference against itself, cut short
+                chosen, kind = ex["output"], "truncated"
             pairs.append(
                 {
                     "instruction": ex["instruction"],

@@ -11,8 +11,13 @@ import json
 
 import pytest
 
-from gptbook.classify import (Classifier, ClassificationDataset, classification_loader, evaluate,
-                              spam_splits)
+from gptbook.classify import (
+    ClassificationDataset,
+    Classifier,
+    classification_loader,
+    evaluate,
+    spam_splits,
+)
 from gptbook.corpora import data_dir, file_sha256, read_sums
 
 HERE = data_dir() / "spam_headline"

@@ -18,7 +18,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import platform
 import sys
 import time
@@ -29,8 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gptbook.base import load_base  # noqa: E402
-from gptbook.classify import (  # noqa: E402
+from gptbook.base import load_base
+from gptbook.classify import (
     SPAM_LABELS,
     ClassificationDataset,
     Classifier,
@@ -41,9 +40,9 @@ from gptbook.classify import (  # noqa: E402
     spam_splits,
     train_classifier,
 )
-from gptbook.corpora import file_sha256  # noqa: E402
-from gptbook.train import load_tokenizer  # noqa: E402
-from gptbook.utils import seed_everything  # noqa: E402
+from gptbook.corpora import file_sha256
+from gptbook.train import load_tokenizer
+from gptbook.utils import seed_everything
 
 # chapter 6's "full" scale for the headline, and its learning rate for "all" on the book's
 # base model
