@@ -112,7 +112,7 @@ _HELP = {
     "or float16 on a GPU, float32 elsewhere)",
     "compile": "torch.compile the model",
     "tf32": "TF32 matrix products (Ampere and newer GPUs)",
-    "fused_adamw": "{auto,on,off}: the fused AdamW kernel",
+    "fused_adamw": "{auto,on,off}: the fused AdamW kernel (auto: on CUDA and CPU)",
     "fused_loss": "{auto,on,off}: the fused linear cross-entropy",
     "parallel": "{ddp,fsdp} under torchrun: replicate the model on every process (ddp) "
     "or shard weights, gradients and Adam's moments across them (fsdp, FSDP2)",

@@ -156,13 +156,27 @@ def test_bad_inputs(model):
         generate(model, torch.zeros(1, 3, dtype=torch.long), -1)
 
 
-def test_long_generations_read_a_transposed_head_and_give_the_same_tokens(model):
-    from gptbook.generate import _decoding_head
+def test_long_generations_read_transposed_weights_and_give_the_same_tokens(model):
+    from gptbook.generate import _decoding_layout
 
-    assert _decoding_head(model, 31) is None  # short: the copy would cost more than it saves
-    head = _decoding_head(model, 32)
-    assert head.shape == (64, 97) and head.is_contiguous()
-    assert torch.equal(head, model.out_head.weight.t())
+    before = {n: (p.data_ptr(), p.detach().clone()) for n, p in model.named_parameters()}
+    with _decoding_layout(model, 31):  # short: the copy would cost more than it saves
+        assert all(p.is_contiguous() for p in model.parameters())
+    with _decoding_layout(model, 32):
+        linear = {n for n, m in model.named_modules() if type(m) is torch.nn.Linear}
+        for name, p in model.named_parameters():
+            laid_out = name.rsplit(".", 1)[0] in linear and name.endswith("weight")
+            tied = model.tok_emb.weight is model.out_head.weight
+            laid_out |= name == "tok_emb.weight" and tied  # tied: the head's tensor
+            assert p.is_contiguous() != laid_out or p.dim() == 1, name
+            assert torch.equal(p, before[name][1])  # the same values
+        first = model.out_head.weight.data_ptr()
+    assert all(p.data_ptr() == before[n][0] for n, p in model.named_parameters())
+    with _decoding_layout(model, 32):  # the buffer of the first call, written again
+        assert model.out_head.weight.data_ptr() == first
+    with pytest.raises(RuntimeError), _decoding_layout(model, 40):
+        raise RuntimeError("interrupted")
+    assert all(p.data_ptr() == before[n][0] for n, p in model.named_parameters())
     idx = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         expected = reference_greedy(model, idx, 40)  # 45 tokens > context 24

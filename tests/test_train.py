@@ -196,13 +196,15 @@ def test_fused_linear_cross_entropy_matches_the_plain_loss():
     h = torch.randn(3, 7, 8, generator=gen, requires_grad=True)
     w = torch.randn(50, 8, generator=gen, requires_grad=True)
     y = torch.randint(0, 50, (3, 7), generator=gen)
-    fused = fused_linear_cross_entropy(h, w, y, chunk=4)  # chunks that do not divide 21 positions
-    (g_h, g_w) = torch.autograd.grad(2 * fused, (h, w))
     plain = lm_loss(h @ w.T, y)
-    (r_h, r_w) = torch.autograd.grad(2 * plain, (h, w))
-    torch.testing.assert_close(fused, plain)
-    torch.testing.assert_close(g_h, r_h)
-    torch.testing.assert_close(g_w, r_w)
+    for chunk in (4, 512):  # chunks that do not divide 21 positions; one chunk for all
+        fused = fused_linear_cross_entropy(h, w, y, chunk=chunk)
+        torch.testing.assert_close(fused, plain)
+        for scale in (2.0, 1.0):  # a scaled loss (gradient accumulation), and loss.backward()
+            (g_h, g_w) = torch.autograd.grad(scale * fused, (h, w), retain_graph=True)
+            (r_h, r_w) = torch.autograd.grad(scale * plain, (h, w), retain_graph=True)
+            torch.testing.assert_close(g_h, r_h)
+            torch.testing.assert_close(g_w, r_w)
 
 
 def test_module_entry_point_gives_a_one_line_error():
