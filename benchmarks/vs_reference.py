@@ -21,12 +21,13 @@ Sections:
   6 heads) on 8 x 256 tokens; eager and ``torch.compile``d. "gptbook" is the model's logits and
   ``F.cross_entropy``, as the references compute them; "gptbook-train" is the step
   ``gptbook-train`` takes on a CPU in float32: the fused linear cross-entropy of chapter 5, which
-  never holds all the logits, on the hidden states of the model (compiled, with ``--compile``).
-  The goals are judged on "gptbook-train". The AdamW kernel (``--adamw``): by default each variant gets the
-  one its own training code picks on this device -- gptbook's ``Trainer`` the fused kernel,
-  Hugging Face's ``Trainer`` too (``adamw_torch_fused``, its default from torch 2.8), nanoGPT's
-  ``configure_optimizers`` the fused kernel on CUDA only, so on a CPU the per-tensor
-  ("foreach") one; ``--adamw foreach`` or ``fused`` gives every variant the same kernel.
+  never holds all the logits, on the model's hidden states (compiled in the compiled mode, as
+  ``gptbook-train --compile`` does). The goals are judged on "gptbook-train". The AdamW kernel
+  (``--adamw``): by default each variant gets the one its own training code picks on this
+  device -- gptbook's ``Trainer`` the fused kernel, Hugging Face's ``Trainer`` too
+  (``adamw_torch_fused``, its default from torch 2.8), nanoGPT's ``configure_optimizers`` the
+  fused kernel on CUDA only, so on a CPU the per-tensor ("foreach") one; ``--adamw foreach`` or
+  ``fused`` gives every variant the same kernel.
 * ``generate``: greedy decoding of ``--new`` tokens after a 32-token prompt, ``gptbook.generate``
   against ``GPT2LMHeadModel.generate`` (its dynamic cache), at both sizes; checks that the tokens are
   identical and prints the weight bytes read per second against the machine's measured read
