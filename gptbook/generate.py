@@ -140,7 +140,7 @@ def _decoding_layout(model, new_tokens: int):
             w = getattr(module, "weight", None)
             if type(module) is not nn.Linear or w.device.type != "cpu" or id(w) in seen:
                 continue
-            seen.add(id(w))  # a tied head is the embedding: laid out once
+            seen.add(id(w))  # a weight two layers share: laid out (and put back) once
             linears.append((w, w.data))
     try:
         for w, data in linears:
