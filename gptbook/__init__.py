@@ -13,6 +13,7 @@
 #   gptbook.generate       <- chapters/04_gpt_model.ipynb
 #   gptbook.instruct       <- chapters/07_instruction.ipynb
 #   gptbook.instruct_data  <- chapters/07_instruction.ipynb
+#   gptbook.kernels        <- chapters/04_gpt_model.ipynb
 #   gptbook.llama          <- chapters/10_llama.ipynb
 #   gptbook.llama_weights  <- chapters/10_llama.ipynb
 #   gptbook.lora           <- chapters/08_lora.ipynb

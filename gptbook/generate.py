@@ -138,7 +138,9 @@ def _decoding_layout(model, new_tokens: int):
         seen = set()
         for module in model.modules():
             w = getattr(module, "weight", None)
-            if type(module) is not nn.Linear or w.device.type != "cpu" or id(w) in seen:
+            if not isinstance(module, nn.Linear) or w.device.type != "cpu":
+                continue
+            if id(w) in seen:
                 continue
             seen.add(id(w))  # a weight two layers share: laid out (and put back) once
             linears.append((w, w.data))

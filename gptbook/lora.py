@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gptbook import kernels  # kernels.linear: F.linear, via oneDNN on x86 CPUs (ch. 4)
 from gptbook.checkpoint import tensors_sha256
 from gptbook.classify import read_tensor_file, write_tensor_file
 
@@ -112,9 +113,8 @@ class LinearWithLoRA(nn.Module):
         y = self.base(x)
         if self.merged:
             return y
-        return y + self.scaling * F.linear(
-            F.linear(self.dropout(x), self.lora_A), self.lora_B
-        )
+        down = kernels.linear(self.dropout(x), self.lora_A)  # (..., r)
+        return y + self.scaling * kernels.linear(down, self.lora_B)
 
     def _check_mergeable(self) -> None:
         if not isinstance(self.base, nn.Linear):
@@ -617,11 +617,12 @@ class _QuantLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, layer: "QuantLinear") -> torch.Tensor:
         ctx.layer = layer
-        return F.linear(x, dequantize(layer.quantized(), x.dtype), layer.bias)
+        return kernels.linear(x, dequantize(layer.quantized(), x.dtype), layer.bias)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        return grad_out @ dequantize(ctx.layer.quantized(), grad_out.dtype), None
+        weight = dequantize(ctx.layer.quantized(), grad_out.dtype)
+        return kernels.linear(grad_out, weight.t()), None  # grad_out @ weight
 
 
 class QuantLinear(nn.Module):

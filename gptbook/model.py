@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from gptbook.attention import FusedMultiHeadAttention, KVCache, MultiHeadAttention
+from gptbook.kernels import use_kernels_
 
 
 class LayerNorm(nn.Module):
@@ -82,10 +83,10 @@ class GPTConfig:
 
     ``attn_impl`` selects the implementation: ``"fused"`` (the default, what the package
     trains and generates with) uses PyTorch's kernels: `FusedMultiHeadAttention` (one
-    QKV projection and ``scaled_dot_product_attention``), ``nn.LayerNorm`` and the tanh
-    ``nn.GELU``; ``"naive"`` uses the modules written out in chapters 3 and 4
-    (`MultiHeadAttention`, `LayerNorm`, `GELU`). Both compute the same function and
-    their state dicts load into each other.
+    QKV projection and ``scaled_dot_product_attention``), ``nn.LayerNorm``, the tanh
+    ``nn.GELU`` and `kernels.Linear` layers; ``"naive"`` uses the modules written out
+    in chapters 3 and 4 (`MultiHeadAttention`, `LayerNorm`, `GELU`). Both compute the
+    same function and their state dicts load into each other.
 
     ``norm``, ``ff``, ``attn`` and ``pos`` name the parts of a block (see `PARTS`):
     GPT-2's are ``"layernorm"``, ``"gelu"``, ``"mha"`` and ``"learned"`` position
@@ -307,6 +308,8 @@ class GPTModel(nn.Module):
         ) in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2N)
             if name.endswith("out_proj.weight") or name.endswith("ff.proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+        if cfg.attn_impl == "fused":  # the fast path's matrix products (kernels.Linear)
+            use_kernels_(self)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

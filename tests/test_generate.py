@@ -163,7 +163,7 @@ def test_long_generations_read_transposed_weights_and_give_the_same_tokens(model
     with _decoding_layout(model, 31):  # short: the copy would cost more than it saves
         assert all(p.is_contiguous() for p in model.parameters())
     with _decoding_layout(model, 32):
-        linear = {n for n, m in model.named_modules() if type(m) is torch.nn.Linear}
+        linear = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
         for name, p in model.named_parameters():
             laid_out = name.rsplit(".", 1)[0] in linear and name.endswith("weight")
             tied = model.tok_emb.weight is model.out_head.weight
