@@ -35,6 +35,10 @@ Sections:
 * ``cache``: ``gptbook.generate`` with and without the KV cache at 124M, 200 new tokens after a
   50-token prompt.
 
+gptbook's float32 matrix products run through oneDNN on an x86 CPU (``gptbook.kernels``, the package's
+default; MKL, which ``F.linear`` calls, takes a slower path on AMD processors); ``--onednn off`` gives
+gptbook ``F.linear``, as the references use.
+
 (``--shapes tiny --cache-shape tiny`` runs everything on a toy model in seconds: a smoke test.)
 
 Variants are interleaved inside each repetition (order rotated); each line gives the median ratio,
@@ -64,6 +68,7 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import CompetingLoad, interleaved, machine_line, median, pin_threads, ratios, summary  # noqa: E402
 
+from gptbook import kernels  # noqa: E402
 from gptbook.generate import generate  # noqa: E402
 from gptbook.model import GPTConfig, GPTModel, load_gpt2_weights  # noqa: E402
 from gptbook.train import fused_linear_cross_entropy  # noqa: E402
@@ -319,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adamw", choices=("own", "foreach", "fused"), default="own",
                    help="AdamW kernel of the training step: each variant's own training code's choice "
                         "(default), or the same for all")
+    p.add_argument("--onednn", choices=("on", "off"), default="on",
+                   help="gptbook's float32 CPU matrix products through oneDNN (gptbook.kernels, the package's "
+                        "default on x86) or through F.linear, as the references run theirs")
     p.add_argument("--new", type=int, default=128, help="new tokens for the generation comparison")
     p.add_argument("--gen-reps", type=int, default=5)
     p.add_argument("--cache-new", type=int, default=200)
@@ -337,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     sections, shapes = args.sections.split(","), args.shapes.split(",")
     machine = machine_line(threads)
     print(machine)
+    kernels.ONEDNN = kernels.ONEDNN and args.onednn == "on"
+    print(f"gptbook's matrix products: {'oneDNN' if kernels.ONEDNN else 'F.linear'} (--onednn {args.onednn}); "
+          "the references': F.linear")
     bandwidth = read_bandwidth(threads) if "generate" in sections else 0.0
     if bandwidth:
         print(f"measured read bandwidth: {bandwidth:.1f} GB/s (sum over 1 GiB of float32, best of 5)")
@@ -345,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(dict(
                 machine=machine, argv=sys.argv[1:], bandwidth_gb_per_s=bandwidth, nanogpt=nanogpt_id(args.nanogpt),
+                onednn=kernels.ONEDNN,
                 results=RESULTS, goals=verdicts), indent=1))
 
     for load in loads:

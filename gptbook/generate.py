@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
+from gptbook import kernels
 from gptbook.model import GPTModel
 
 
@@ -131,7 +132,9 @@ def _decoding_layout(model, new_tokens: int):
     storage is put back at the end. The copy is made afresh at every call, into a
     buffer kept for the next one (memory for a second copy of the weights); it costs
     the time of a few tokens (the first call more, to allocate), so short generations
-    (under 32 tokens) and other devices than the CPU skip it.
+    (under 32 tokens) and other devices than the CPU skip it. Weights whose one-row
+    products go to oneDNN (`kernels.linear`, a million numbers or more) keep their
+    layout: oneDNN reads either about as fast.
     """
     linears = []
     if isinstance(model, GPTModel) and new_tokens >= 32:
@@ -139,6 +142,8 @@ def _decoding_layout(model, new_tokens: int):
         for module in model.modules():
             w = getattr(module, "weight", None)
             if not isinstance(module, nn.Linear) or w.device.type != "cpu":
+                continue
+            if kernels.ONEDNN and w.numel() >= kernels.MIN_WEIGHT:
                 continue
             if id(w) in seen:
                 continue

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gptbook import kernels
 from gptbook.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from gptbook.corpora import data_dir, data_path, read_sums
 from gptbook.data import (
@@ -299,23 +300,21 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk):
         n = hidden.shape[0]
-        grad_h = torch.empty_like(hidden)
-        grad_w = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        grad_h, grad_w = torch.empty_like(hidden), None
         total = torch.zeros((), dtype=torch.float64, device=hidden.device)
         rows = torch.arange(min(chunk, n), device=hidden.device)
-        # reused: one allocation per call
-        buffer = hidden.new_empty(min(chunk, n), weight.shape[0])
         for i in range(0, n, chunk):
             h, y = hidden[i : i + chunk], targets[i : i + chunk]
-            # (chunk, vocab): the only logits alive
-            logits = torch.mm(h, weight.T, out=buffer[: len(h)])
+            # (chunk, vocab): the only logits alive; kernels.mm_nt(a, b) = a @ b.T
+            logits = kernels.mm_nt(h, weight)
             lse = torch.logsumexp(logits, dim=1)
             total += (lse - logits.gather(1, y[:, None]).squeeze(1)).sum()
             probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
             probs[rows[: len(y)], y] -= 1  # d loss / d logits = softmax - one-hot
-            torch.mm(probs, weight, out=grad_h[i : i + chunk])
-            if grad_w is not None:
-                grad_w.addmm_(probs.T, h)
+            grad_h[i : i + chunk] = kernels.mm_nt(probs, weight.t())  # probs @ W
+            if ctx.needs_input_grad[1]:  # + probs^T h
+                part = kernels.mm_nt(probs.t(), h.t())
+                grad_w = part if grad_w is None else grad_w.add_(part)
         ctx.save_for_backward(
             grad_h.div_(n), grad_w.div_(n) if grad_w is not None else None
         )

@@ -91,3 +91,38 @@ def test_a_training_step_matches_the_plain_products(monkeypatch):
     torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-6)
     for name, g in grads.items():
         torch.testing.assert_close(g, grads_ref[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@onednn
+def test_a_large_weight_goes_through_onednn_even_for_one_row():
+    x, w = torch.randn(1, 1024), torch.randn(kernels.MIN_WEIGHT // 1024, 1024, requires_grad=True)
+    y = kernels.linear(x, w)
+    assert "OneDNN" in type(y.grad_fn).__name__
+    torch.testing.assert_close(y, F.linear(x, w), rtol=1e-5, atol=1e-4)
+
+
+@onednn
+def test_compiled_products_are_the_custom_operator_and_agree_with_eager():
+    """Under torch.compile the oneDNN product is the opaque gptbook::mm_nt: values and gradients as in eager."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 48, 16, generator=g, requires_grad=True)
+    w = torch.randn(24, 16, generator=g, requires_grad=True)
+    b = torch.randn(24, generator=g, requires_grad=True)
+
+    def loss(x, w, b):
+        return kernels.linear(x, w, b).tanh().sum()
+
+    eager = torch.autograd.grad(loss(x, w, b), (x, w, b))
+    compiled = torch.compile(loss, fullgraph=True)  # fullgraph: no graph break around the operator
+    got = torch.autograd.grad(compiled(x, w, b), (x, w, b))
+    for a, r in zip(got, eager):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [kernels.MIN_ROWS - 1, 64])
+def test_mm_nt_is_a_times_b_transposed(rows):
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(rows, 24, generator=g), torch.randn(40, 24, generator=g)
+    torch.testing.assert_close(kernels.mm_nt(a, b), a @ b.T, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kernels.mm_nt(a.t().contiguous().t(), b.t().contiguous().t()), a @ b.T,
+                               rtol=1e-5, atol=1e-5)  # any strides
