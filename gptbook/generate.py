@@ -143,7 +143,7 @@ def _decoding_layout(model, new_tokens: int):
             w = getattr(module, "weight", None)
             if not isinstance(module, nn.Linear) or w.device.type != "cpu":
                 continue
-            if kernels.ONEDNN and w.numel() >= kernels.MIN_WEIGHT:
+            if kernels.takes_single_rows(w):  # oneDNN reads either layout
                 continue
             if id(w) in seen:
                 continue

@@ -98,6 +98,8 @@ def test_a_large_weight_goes_through_onednn_even_for_one_row():
     x, w = torch.randn(1, 1024), torch.randn(kernels.MIN_WEIGHT // 1024, 1024, requires_grad=True)
     y = kernels.linear(x, w)
     assert "OneDNN" in type(y.grad_fn).__name__
+    assert kernels.takes_single_rows(w) and not kernels.takes_single_rows(w[:-1].detach())
+    assert not kernels.takes_single_rows(w.detach().half())  # F.linear's: no oneDNN for float16
     torch.testing.assert_close(y, F.linear(x, w), rtol=1e-5, atol=1e-4)
 
 
