@@ -182,14 +182,14 @@ def bench_train(args, shape: str, load: int) -> None:
         fns, losses = {}, {}
         variants = {"gptbook": models["gptbook"], "gptbook-train": models["gptbook"],
                     **{k: v for k, v in models.items() if k != "gptbook"}}
-        kernels = {}
+        adamw = {}
         for name, model in variants.items():
             runner = torch.compile(model) if mode == "compiled" else model
             hidden = None
             if name == "gptbook-train":  # as Trainer does: the body compiled, the fused loss not
                 hidden = torch.compile(model.hidden_states) if mode == "compiled" else model.hidden_states
             fused = fused_adamw(name, args.adamw, x.device)
-            kernels[name] = "fused" if fused else "foreach"
+            adamw[name] = "fused" if fused else "foreach"
             opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=fused, foreach=None if fused else True)
             fns[name], loss_of = step_fn(name, runner, x, y, opt, hidden)
             with torch.no_grad():
@@ -202,9 +202,9 @@ def bench_train(args, shape: str, load: int) -> None:
         label = f"train {shape:5s} {mode:8s} load {load}"
         note = "  ".join(f"{n} {median(v) * 1e3:7.0f} ms" for n, v in times.items())
         print(f"{label}: {note}   (losses equal: |gptbook - HF| = {gap:.1e})")
-        print("    AdamW kernels: " + ", ".join(f"{n} {k}" for n, k in kernels.items()))
+        print("    AdamW kernels: " + ", ".join(f"{n} {k}" for n, k in adamw.items()))
         entry = dict(section="train", shape=shape, mode=mode, load=load, seconds=dict(times), cpu_seconds=times.cpu,
-                     losses=losses, adamw=kernels, ratios={}, cpu_ratios={}, metric=args.metric)
+                     losses=losses, adamw=adamw, ratios={}, cpu_ratios={}, metric=args.metric)
         for ours in ("gptbook", "gptbook-train"):
             for ref, target in (("HF", 0.9), ("nanoGPT", 1.0)):
                 if ours in times and ref in times:
@@ -214,8 +214,8 @@ def bench_train(args, shape: str, load: int) -> None:
                     entry["ratios"][f"{ours}/{ref}"] = r
                     entry["cpu_ratios"][f"{ours}/{ref}"] = cpu
                     if ours == "gptbook-train":  # the goals are the package's own training step
-                        goal(f"{label}: {args.metric} time {ours} / {ref} (AdamW {kernels[ours]} / "
-                             f"{kernels[ref]})", median(cpu if args.metric == "cpu" else r), "<=", target, shape)
+                        goal(f"{label}: {args.metric} time {ours} / {ref} (AdamW {adamw[ours]} / "
+                             f"{adamw[ref]})", median(cpu if args.metric == "cpu" else r), "<=", target, shape)
         RESULTS.append(entry)
 
 
