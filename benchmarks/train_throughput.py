@@ -29,7 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import interleaved, machine_line, median, pin_threads, ratios, summary  # noqa: E402
 
-from gptbook.train import TrainConfig, Trainer, flops_per_token, peak_flops  # noqa: E402
+from gptbook.flops import flops_per_token, peak_flops  # noqa: E402
+from gptbook.train import Trainer  # noqa: E402
+from gptbook.train_config import TrainConfig  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

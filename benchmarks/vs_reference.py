@@ -71,7 +71,7 @@ from _bench import CompetingLoad, interleaved, machine_line, median, pin_threads
 from gptbook import kernels  # noqa: E402
 from gptbook.generate import generate  # noqa: E402
 from gptbook.model import GPTConfig, GPTModel, load_gpt2_weights  # noqa: E402
-from gptbook.train import fused_linear_cross_entropy  # noqa: E402
+from gptbook.loss import fused_linear_cross_entropy  # noqa: E402
 
 SHAPES = {  # name: (model configuration, batch, tokens per sequence)
     "gpt2": (GPTConfig(dropout=0.0), 2, 256),

@@ -17,20 +17,20 @@ from pathlib import Path
 
 import torch
 
+from gptbook.checkpoint import read_checkpoint
 from gptbook.corpora import data_dir, file_sha256, read_sums, write_data_sums
+from gptbook.data import load_tokens
 from gptbook.model import GPTConfig, GPTModel, read_safetensors, write_safetensors
-from gptbook.tokenizer import END_OF_TEXT, ByteLevelBPE
-from gptbook.train import (
-    TrainConfig,
+from gptbook.pretrain_data import (
     bits_per_byte,
     bytes_per_token,
     load_tokenizer,
     prepare_corpus,
     pretraining_documents,
-    read_checkpoint,
     unigram_loss,
 )
-from gptbook.data import load_tokens
+from gptbook.tokenizer import END_OF_TEXT, ByteLevelBPE
+from gptbook.train_config import TrainConfig
 
 #: Every training text the book ships (see `pretraining_documents`).
 BOOK_CORPORA = "sotu,austen,kjv,moby_dick,spam_train,brown_train"

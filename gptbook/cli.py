@@ -27,17 +27,9 @@ from gptbook.checkpoint import (
     load_checkpoint,
 )
 from gptbook.model import GPT_CONFIGS
-from gptbook.train import (
-    _OPTIONAL,
-    CORPORA,
-    TINY_SOTU,
-    TrainConfig,
-    Trainer,
-    TrainingDiverged,
-    _for_generation,
-    load_tokenizer,
-    unigram_loss,
-)
+from gptbook.pretrain_data import CORPORA, load_tokenizer, unigram_loss
+from gptbook.train import TINY_SOTU, Trainer, TrainingDiverged, _for_generation
+from gptbook.train_config import _OPTIONAL, TrainConfig
 from gptbook.utils import count_parameters, get_device
 
 #: Named recipes for ``--preset``; a config file and flags override them.

@@ -556,8 +556,8 @@ def _base_checksum(base: str) -> str:
 
 def finetuned_path(base: str = "book", recipe: dict = SFT_RECIPE) -> Path:
     """Where :func:`finetuned_model` caches a recipe's model: a name keyed by the recipe
-    and the base model's checksum, in `gptbook.train.checkpoints_dir`."""
-    from gptbook.train import checkpoints_dir
+    and the base model's checksum, in `gptbook.pretrain_data.checkpoints_dir`."""
+    from gptbook.pretrain_data import checkpoints_dir
 
     key = json.dumps({"format": _SFT_FORMAT, "recipe": recipe, "base": base,
                       "base_sha256": _base_checksum(base)}, sort_keys=True)
@@ -631,7 +631,7 @@ def finetuned_model(
     does not load is trained again, with a warning.
     """
     from gptbook.base import pick_base
-    from gptbook.train import file_lock, load_tokenizer
+    from gptbook.pretrain_data import file_lock, load_tokenizer
 
     recipe = sft_recipe(base) if recipe is None else recipe
     path = finetuned_path(base, recipe)

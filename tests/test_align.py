@@ -12,7 +12,7 @@ from gptbook import align as A
 from gptbook import ppo
 from gptbook.instruct import build_instruction_dataset, check_answer, format_prompt
 from gptbook.model import GPTConfig, GPTModel
-from gptbook.train import load_tokenizer
+from gptbook.pretrain_data import load_tokenizer
 
 
 @pytest.fixture(scope="module")

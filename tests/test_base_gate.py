@@ -15,10 +15,15 @@ import pytest
 import torch
 
 from gptbook import base as B
-from gptbook.classify import (ClassificationDataset, classification_loader, extract_features,
-                              probe_accuracy, spam_splits, stratified_subset, train_probe)
+from gptbook.classify_data import (
+    ClassificationDataset,
+    classification_loader,
+    spam_splits,
+    stratified_subset,
+)
+from gptbook.probe import extract_features, probe_accuracy, train_probe
 from gptbook.model import GPTModel
-from gptbook.train import load_tokenizer
+from gptbook.pretrain_data import load_tokenizer
 
 N_TRAIN, N_TEST, MAX_LEN = 600, 400, 64  # a fixed subset: seconds on one core
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from gptbook import classify as C
+from gptbook import classify_data as D
+from gptbook import probe as P
 from gptbook.corpora import load_spam
 from gptbook.model import GPTConfig, GPTModel
 
@@ -28,7 +30,7 @@ def small_clf(num_classes=2, seed=0):
 
 @pytest.fixture(scope="module")
 def spam():
-    return C.spam_splits(seed=123)
+    return D.spam_splits(seed=123)
 
 
 def test_spam_split_is_stratified_seeded_and_leak_free(spam):
@@ -50,13 +52,13 @@ def test_spam_split_is_stratified_seeded_and_leak_free(spam):
         assert all(set(r) >= {"id", "text", "label", "group"} for r in records)
     assert 0.18 < len(sets["test"]) / len(mails) < 0.22 and 0.08 < len(sets["val"]) / len(mails) < 0.12
     assert spam["label_names"] == ["ham", "spam"]
-    again, other = C.spam_splits(seed=123), C.spam_splits(seed=7)
+    again, other = D.spam_splits(seed=123), D.spam_splits(seed=7)
     assert [r["id"] for r in again["test"]] == ids["test"]
     assert [r["id"] for r in other["test"]] != ids["test"]
 
 
 def test_balanced_variant_only_changes_train(spam):
-    bal = C.spam_splits(seed=123, balance=True)
+    bal = D.spam_splits(seed=123, balance=True)
     counts = Counter(r["label"] for r in bal["train"])
     assert counts[0] == counts[1] == sum(r["label"] for r in spam["train"])
     assert {r["id"] for r in bal["train"]} <= {r["id"] for r in spam["train"]}
@@ -64,7 +66,7 @@ def test_balanced_variant_only_changes_train(spam):
 
 
 def test_brown_split_by_document():
-    b = C.brown_splits(seed=1, passage_words=50, max_passages_per_doc=3)
+    b = D.brown_splits(seed=1, passage_words=50, max_passages_per_doc=3)
     assert len(b["label_names"]) == 15
     docs = {name: {r["id"].rsplit("/", 1)[0] for r in b[name]} for name in ("train", "val", "test")}
     assert not (docs["train"] & docs["test"]) and not (docs["train"] & docs["val"]) and not (docs["val"] & docs["test"])
@@ -76,21 +78,21 @@ def test_brown_split_by_document():
 
 def test_bad_fractions():
     with pytest.raises(ValueError, match="val_frac"):
-        C.spam_splits(val_frac=-0.1)
+        D.spam_splits(val_frac=-0.1)
     with pytest.raises(ValueError, match="nothing to train"):
-        C.stratified_split([{"id": 1, "label": 0}], val_frac=0.5, test_frac=0.5)
+        D.stratified_split([{"id": 1, "label": 0}], val_frac=0.5, test_frac=0.5)
 
 
 def test_dataset_truncates_and_rejects_empty_text():
-    ds = C.ClassificationDataset([{"text": "abcdefgh", "label": 1}, {"text": "xy", "label": 0}], CharEnc(), max_length=5)
+    ds = D.ClassificationDataset([{"text": "abcdefgh", "label": 1}, {"text": "xy", "label": 0}], CharEnc(), max_length=5)
     assert ds[0][0].tolist() == list(b"abcde") and ds.n_truncated == 1
-    ids, lengths, labels = C.collate_classification([ds[0], ds[1]], pad_id=7)
+    ids, lengths, labels = D.collate_classification([ds[0], ds[1]], pad_id=7)
     assert ids.tolist() == [list(b"abcde"), list(b"xy") + [7, 7, 7]]
     assert lengths.tolist() == [5, 2] and labels.tolist() == [1, 0]
     with pytest.raises(ValueError, match="empty"):
-        C.ClassificationDataset([{"text": "ok", "label": 0}, {"text": "  \n", "label": 1}], CharEnc())
+        D.ClassificationDataset([{"text": "ok", "label": 0}, {"text": "  \n", "label": 1}], CharEnc())
     with pytest.raises(TypeError, match="must be a str"):
-        C.ClassificationDataset([{"text": None, "label": 0}], CharEnc())
+        D.ClassificationDataset([{"text": None, "label": 0}], CharEnc())
 
 
 def test_last_token_representation_ignores_padding():
@@ -98,7 +100,7 @@ def test_last_token_representation_ignores_padding():
     short, long_ = torch.tensor([5, 17, 42, 9]), torch.arange(10, 30)
     alone = clf(short[None], torch.tensor([4]))
     for pad_id in (0, 299):
-        ids, lengths, _ = C.collate_classification([(long_, 0), (short, 1)], pad_id=pad_id)
+        ids, lengths, _ = D.collate_classification([(long_, 0), (short, 1)], pad_id=pad_id)
         batched = clf(ids, lengths)
         torch.testing.assert_close(batched[1], alone[0], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="lengths"):
@@ -152,8 +154,8 @@ def test_training_moves_only_trainable_parameters_and_records_history():
     before = {k: v.clone() for k, v in clf.state_dict().items()}
     recs = [{"text": t, "label": int(t.startswith("b")), "id": i, "group": t[0]}
             for i, t in enumerate(["aaa", "bbbb", "abab", "bcb", "aac", "bbb"] * 3)]
-    train = C.classification_loader(recs, batch_size=4, shuffle=True, enc=CharEnc(), max_length=8, pad_id=0)
-    val = C.classification_loader(recs, batch_size=8, enc=CharEnc(), max_length=8, pad_id=0)
+    train = D.classification_loader(recs, batch_size=4, shuffle=True, enc=CharEnc(), max_length=8, pad_id=0)
+    val = D.classification_loader(recs, batch_size=8, enc=CharEnc(), max_length=8, pad_id=0)
     hist = C.train_classifier(clf, train, val, epochs=2, lr=1e-2, lam=0.5, progress=False)
     assert len(hist["val_acc"]) == 2 and len(hist["train_loss"]) == 2 and hist["epoch"] == [1.0, 2.0]
     after = clf.state_dict()
@@ -277,28 +279,28 @@ def test_tokenizer_recorded_and_checked(tmp_path):
 def test_single_class_and_missing_tokenizer_are_clear_errors():
     recs = [{"text": "a", "label": 1}, {"text": "b", "label": 1}]
     with pytest.raises(ValueError, match="at least two classes"):
-        C.ClassificationDataset(recs, CharEnc())
-    assert len(C.ClassificationDataset(recs, CharEnc(), single_class_ok=True)) == 2
+        D.ClassificationDataset(recs, CharEnc())
+    assert len(D.ClassificationDataset(recs, CharEnc(), single_class_ok=True)) == 2
     with pytest.raises(ValueError, match="empty"):
-        C.ClassificationDataset([], CharEnc())
+        D.ClassificationDataset([], CharEnc())
     with pytest.raises(TypeError, match="tokenizer"):
-        C.ClassificationDataset(recs + [{"text": "c", "label": 0}], None)
+        D.ClassificationDataset(recs + [{"text": "c", "label": 0}], None)
     with pytest.raises(ValueError, match="single class"):
-        C.train_probe(torch.randn(4, 3), torch.ones(4, dtype=torch.long))
+        P.train_probe(torch.randn(4, 3), torch.ones(4, dtype=torch.long))
 
 
 def test_pad_id_is_the_tokenizers_end_of_text():
     from gptbook.tokenizer import gpt2_encoding
     recs = [{"text": "hello world, a longer one", "label": 0}, {"text": "hi", "label": 1}]
-    loader = C.classification_loader(recs, batch_size=2, enc=gpt2_encoding())
+    loader = D.classification_loader(recs, batch_size=2, enc=gpt2_encoding())
     ids, lengths, _ = next(iter(loader))
     assert ids[1, int(lengths[1]):].eq(50256).all()
-    assert C.pad_id_of(CharEnc()) == 0
+    assert D.pad_id_of(CharEnc()) == 0
 
 
 def test_select_shares_tokens():
     recs = [{"text": t, "label": i % 2, "group": str(i)} for i, t in enumerate(["abcdef", "ab", "abc", "a"])]
-    ds = C.ClassificationDataset(recs, CharEnc(), max_length=3)
+    ds = D.ClassificationDataset(recs, CharEnc(), max_length=3)
     sub = ds.select([3, 0])
     assert sub.labels == [1, 0] and sub.groups == ["3", "0"] and sub.n_truncated == 1
     assert sub[1][0] is ds[0][0]
@@ -307,8 +309,8 @@ def test_select_shares_tokens():
 def test_features_ignore_padding_and_probe_learns():
     clf = small_clf()
     recs = [{"text": "x" * n, "label": n % 2} for n in range(3, 13)]
-    ds = C.ClassificationDataset(recs, CharEnc(), max_length=20)
-    feats = C.extract_features(clf.base, C.classification_loader(ds, batch_size=4))
+    ds = D.ClassificationDataset(recs, CharEnc(), max_length=20)
+    feats = P.extract_features(clf.base, D.classification_loader(ds, batch_size=4))
     for i, (ids, _) in enumerate(ds):
         with torch.no_grad():
             h = clf.base.hidden_states(ids[None])[0]
@@ -318,9 +320,9 @@ def test_features_ignore_padding_and_probe_learns():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 5, generator=g) * torch.tensor([100.0, 1, 1, 1, 1]) + 7
     y = (x[:, 1] > 7).long()  # separable along a small-scale feature: standardising matters
-    probe = C.train_probe(x, y, epochs=50, seed=1)
-    assert C.probe_accuracy(probe, x, y) > 0.95
-    again = C.train_probe(x, y, epochs=50, seed=1)
+    probe = P.train_probe(x, y, epochs=50, seed=1)
+    assert P.probe_accuracy(probe, x, y) > 0.95
+    again = P.train_probe(x, y, epochs=50, seed=1)
     assert torch.equal(probe.linear.weight, again.linear.weight)  # seeded
 
 
@@ -328,7 +330,7 @@ def test_linear_schedule_warms_up_and_decays():
     clf = small_clf()
     C.set_trainable(clf, "head")
     recs = [{"text": t, "label": i % 2} for i, t in enumerate(["aa", "bb", "ab", "ba"] * 10)]
-    loader = C.classification_loader(recs, batch_size=2, enc=CharEnc())
+    loader = D.classification_loader(recs, batch_size=2, enc=CharEnc())
     seen = []
     orig = torch.optim.AdamW.step
 
@@ -351,7 +353,7 @@ def test_head_lr_gives_the_new_head_its_own_step():
     clf = small_clf()
     C.set_trainable(clf, "all")
     recs = [{"text": t, "label": i % 2} for i, t in enumerate(["aa", "bb", "ab", "ba"] * 4)]
-    loader = C.classification_loader(recs, batch_size=4, enc=CharEnc())
+    loader = D.classification_loader(recs, batch_size=4, enc=CharEnc())
     before = {k: v.clone() for k, v in clf.state_dict().items()}
     C.train_classifier(clf, loader, epochs=1, lr=0.0, head_lr=1e-2, progress=False)
     moved = {k for k, v in clf.state_dict().items() if not torch.equal(before[k], v)}

@@ -287,7 +287,7 @@ def test_create_dataloader_takes_a_str_path(tmp_path, monkeypatch):
 
 
 def test_dataloader_text_with_the_books_tokenizer():
-    from gptbook.train import load_tokenizer
+    from gptbook.pretrain_data import load_tokenizer
 
     enc = load_tokenizer("book")
     text = "My fellow citizens,<|endoftext|>the state of the Union is strong. " * 5

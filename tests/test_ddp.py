@@ -7,7 +7,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from gptbook.train import TrainConfig, Trainer, lm_loss
+from gptbook.loss import lm_loss
+from gptbook.train import Trainer
+from gptbook.train_config import TrainConfig
 
 CFG = dict(model="tiny", d_model=16, n_heads=2, n_layers=1, context_length=8, batch_size=2, max_steps=2,
            lr=1e-2, warmup_steps=1, eval_interval=0, device="cpu", dtype="float32", seed=3)

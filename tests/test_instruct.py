@@ -14,7 +14,7 @@ from gptbook.instruct import (SFT_RECIPE, TASKS, InstructionDataset, build_instr
                               sft_splits, split_by_task, summarise, take_per_task, token_f1)
 from gptbook.model import GPTConfig, GPTModel
 from gptbook.tokenizer import gpt2_encoding
-from gptbook.train import load_tokenizer
+from gptbook.pretrain_data import load_tokenizer
 
 EOT = 50256
 
@@ -254,7 +254,7 @@ def test_finetune_lowers_the_loss_and_round_trips_through_a_checkpoint(tmp_path,
     import copy
 
     from gptbook.instruct import example_losses, finetune
-    from gptbook.train import load_checkpoint, save_checkpoint
+    from gptbook.checkpoint import load_checkpoint, save_checkpoint
 
     enc = gpt2_encoding()
     model = copy.deepcopy(small_model)

@@ -248,7 +248,7 @@ def test_kv_cache_bytes_matches_a_real_cache():
 
 def test_training_memory_matches_measurement():
     from gptbook.lora import saved_activation_bytes
-    from gptbook.train import lm_loss
+    from gptbook.loss import lm_loss
 
     cfg = llama_config(vocab_size=256, context_length=48, d_model=48, n_heads=4, n_kv_heads=2,
                        n_layers=2)

@@ -159,7 +159,7 @@ def test_label_token_ids():
 
 
 def test_verbalizer_words_are_single_tokens_of_the_books_bpe():
-    from gptbook.train import load_tokenizer
+    from gptbook.pretrain_data import load_tokenizer
     book, gpt2 = load_tokenizer("book"), gpt2_encoding()
     assert len(book.encode_ordinary(" ham")) == 2  # why the candidates matter
     candidates = [(" ham", " mail", " good"), (" spam", " junk")]

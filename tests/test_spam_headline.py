@@ -11,11 +11,10 @@ import json
 
 import pytest
 
-from gptbook.classify import (
+from gptbook.classify import Classifier, evaluate
+from gptbook.classify_data import (
     ClassificationDataset,
-    Classifier,
     classification_loader,
-    evaluate,
     spam_splits,
 )
 from gptbook.corpora import data_dir, file_sha256, read_sums

@@ -12,7 +12,12 @@ from gptbook.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from gptbook.cli import generate_main, main
 from gptbook.data import write_tokens
 from gptbook.model import GPT_CONFIGS, GPTModel
-from gptbook.train import TrainConfig, Trainer, WarmupCosine, flops_per_token, lm_loss, unigram_loss
+from gptbook.flops import flops_per_token
+from gptbook.loss import lm_loss
+from gptbook.optim import WarmupCosine
+from gptbook.pretrain_data import unigram_loss
+from gptbook.train import Trainer
+from gptbook.train_config import TrainConfig
 
 SMALL = dict(model="tiny", d_model=16, n_heads=2, n_layers=1, context_length=16, batch_size=2,
              max_steps=6, lr=1e-2, warmup_steps=2, eval_interval=3, eval_batches=1, device="cpu",
@@ -191,7 +196,7 @@ def test_pretrained_tiny_is_cached(tmp_path, monkeypatch, tokens):
 
 
 def test_fused_linear_cross_entropy_matches_the_plain_loss():
-    from gptbook.train import fused_linear_cross_entropy
+    from gptbook.loss import fused_linear_cross_entropy
     gen = torch.Generator().manual_seed(0)
     h = torch.randn(3, 7, 8, generator=gen, requires_grad=True)
     w = torch.randn(50, 8, generator=gen, requires_grad=True)

@@ -20,13 +20,14 @@ import numpy as np
 import pytest
 import torch
 
-from gptbook import checkpoint, train
+from gptbook import checkpoint, optim, pretrain_data, train
 from gptbook.checkpoint import (checkpoint_metadata, clean_stale_temps, convert_checkpoint, convert_main,
                                 load_checkpoint, read_checkpoint, save_checkpoint, tensors_sha256)
 from gptbook.cli import generate_main, main
 from gptbook.data import create_dataloader, encode_to_file, load_tokens, write_tokens
 from gptbook.model import GPT_CONFIGS, GPTModel, read_safetensors, write_safetensors
-from gptbook.train import TrainConfig, Trainer
+from gptbook.train import Trainer
+from gptbook.train_config import TrainConfig
 
 SMALL = dict(model="tiny", d_model=16, n_heads=2, n_layers=1, context_length=16, batch_size=2, max_steps=2,
              lr=1e-2, warmup_steps=1, eval_interval=0, eval_batches=1, device="cpu", dtype="float32", seed=7)
@@ -90,7 +91,7 @@ def env(tmp_path):
     e["wide_tokens"] = tmp_path / "wide.tok"
     write_tokens([1, 2, 3] * 100, e["wide_tokens"], 60000, tokenizer="gpt2")
     e["book_tokens"] = tmp_path / "book.tok"
-    encode_to_file(["My fellow citizens, " * 50], e["book_tokens"], train.load_tokenizer("book"))
+    encode_to_file(["My fellow citizens, " * 50], e["book_tokens"], pretrain_data.load_tokenizer("book"))
     return e
 
 
@@ -238,7 +239,7 @@ def test_resume_with_changed_schedule_is_honoured_and_reported(env, capsys):
                     str(env["tmp"] / "more"), "--no-progress"])
     out = capsys.readouterr().out
     assert "resumed with changes:" in out and "max_steps 2 -> 6" in out and "lr 0.01 -> 0.005" in out
-    schedule = train.WarmupCosine(3, 6, 0.1)
+    schedule = optim.WarmupCosine(3, 6, 0.1)
     assert dict(zip(trainer.history["step"], trainer.history["lr"]))[6] == pytest.approx(5e-3 * schedule(5))
     assert trainer.scheduler.get_last_lr()[0] == pytest.approx(5e-3 * schedule(6))
     stored = read_checkpoint(env["tmp"] / "more" / "final.safetensors")
@@ -469,33 +470,33 @@ def test_console_scripts_point_at_functions_that_exist():
 def test_caches_go_to_the_user_cache_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("GPTBOOK_CHECKPOINTS", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert train.checkpoints_dir() == tmp_path / "xdg" / "gptbook"
+    assert pretrain_data.checkpoints_dir() == tmp_path / "xdg" / "gptbook"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert train.checkpoints_dir() == tmp_path / "home" / ".cache" / "gptbook"
+    assert pretrain_data.checkpoints_dir() == tmp_path / "home" / ".cache" / "gptbook"
     monkeypatch.setenv("GPTBOOK_CHECKPOINTS", str(tmp_path / "mine"))
-    assert train.checkpoints_dir() == tmp_path / "mine"
+    assert pretrain_data.checkpoints_dir() == tmp_path / "mine"
 
 
 def test_token_caches_are_keyed_and_rebuilt(tmp_path, monkeypatch):
     calls = []
-    real = train.pretraining_documents
+    real = pretrain_data.pretraining_documents
 
     def counted(*args, **kwargs):
         calls.append(args)
         train_docs, val_docs = real(*args, **kwargs)
         return train_docs[:3], val_docs[:2]  # a few speeches keep the test fast
 
-    monkeypatch.setattr(train, "pretraining_documents", counted)
-    train_path, val_path = train.prepare_corpus("sotu", folder=tmp_path)
-    key = train.corpus_key(["sotu"], 2001, "gpt2")
+    monkeypatch.setattr(pretrain_data, "pretraining_documents", counted)
+    train_path, val_path = pretrain_data.prepare_corpus("sotu", folder=tmp_path)
+    key = pretrain_data.corpus_key(["sotu"], 2001, "gpt2")
     assert key in train_path.name and len(calls) == 1
-    assert train.prepare_corpus("sotu", folder=tmp_path) == (train_path, val_path) and len(calls) == 1
+    assert pretrain_data.prepare_corpus("sotu", folder=tmp_path) == (train_path, val_path) and len(calls) == 1
     blob = train_path.read_bytes()
     train_path.write_bytes(blob[: len(blob) - 10])  # a crash left the cache short
-    assert train.prepare_corpus("sotu", folder=tmp_path)[0].read_bytes() == blob and len(calls) == 2
-    assert train.corpus_key(["sotu"], 2001, "book") != key  # another tokenizer: another cache
-    assert train.corpus_key(["sotu"], 1990, "gpt2") != key
+    assert pretrain_data.prepare_corpus("sotu", folder=tmp_path)[0].read_bytes() == blob and len(calls) == 2
+    assert pretrain_data.corpus_key(["sotu"], 2001, "book") != key  # another tokenizer: another cache
+    assert pretrain_data.corpus_key(["sotu"], 1990, "gpt2") != key
 
 
 def test_quick_preset_beats_the_unigram_baseline(tmp_path, monkeypatch):
@@ -506,7 +507,7 @@ def test_quick_preset_beats_the_unigram_baseline(tmp_path, monkeypatch):
     trainer = main(["--preset", "quick", "--out-dir", str(tmp_path / "quick"), "--no-progress",
                     "--sample-interval", "0"])
     val = trainer.history["val_loss"][-1]
-    unigram = train.unigram_loss(trainer.train_tokens, trainer.val_tokens, trainer.model_config.vocab_size)
+    unigram = pretrain_data.unigram_loss(trainer.train_tokens, trainer.val_tokens, trainer.model_config.vocab_size)
     assert trainer.step == PRESETS["quick"]["max_steps"]
     assert val < unigram - 0.5, (val, unigram)
 

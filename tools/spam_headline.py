@@ -30,18 +30,20 @@ sys.path.insert(0, str(ROOT))
 
 from gptbook.base import load_base
 from gptbook.classify import (
-    SPAM_LABELS,
-    ClassificationDataset,
     Classifier,
     GPTClassifier,
-    classification_loader,
     evaluate,
     set_trainable,
-    spam_splits,
     train_classifier,
 )
+from gptbook.classify_data import (
+    SPAM_LABELS,
+    ClassificationDataset,
+    classification_loader,
+    spam_splits,
+)
 from gptbook.corpora import file_sha256
-from gptbook.train import load_tokenizer
+from gptbook.pretrain_data import load_tokenizer
 from gptbook.utils import seed_everything
 
 # chapter 6's "full" scale for the headline, and its learning rate for "all" on the book's
