@@ -4,6 +4,10 @@ from __future__ import annotations
 __all__ = ['resolve_dtype', 'TrueVocab', 'TrainingDiverged', 'Trainer', 'TINY_SOTU', 'tiny_checkpoint_path', 'pretrained_tiny', 'train_tiny', 'save_tiny']
 
 
+"""The pre-training loop: ``Trainer`` runs a ``TrainConfig`` (data, model, AdamW with
+warm-up and cosine decay, evaluation, samples, checkpoints that resume exactly, DDP and
+FSDP2); ``pretrained_tiny`` gives chapter 5's small CPU model."""
+
 import contextlib
 import math
 import os
