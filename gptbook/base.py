@@ -9,23 +9,18 @@ __all__ = ['BOOK_CORPORA', 'BASE_RECIPE', 'base_dir', 'train_book_tokenizer', 'e
 
 import csv
 import json
-import math
 import os
 import socket
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from gptbook.checkpoint import read_checkpoint
 from gptbook.corpora import data_dir, file_sha256, read_sums, write_data_sums
-from gptbook.data import load_tokens
 from gptbook.model import GPTConfig, GPTModel, read_safetensors, write_safetensors
 from gptbook.pretrain_data import (
     bits_per_byte,
-    bytes_per_token,
     load_tokenizer,
-    prepare_corpus,
     pretraining_documents,
     unigram_loss,
 )
